@@ -1,0 +1,484 @@
+//! Bearer tokens minted from the AWS credential chain, cached and refreshed in the background.
+//!
+//! One [`IamTokens`] serves one region. Tokens are cached per credential identity (the access
+//! key id). A token is refreshed hourly, and in any case 300 s before the earlier of its own
+//! expiry and the signing credentials' expiry. Once a token exists no request waits: a due
+//! refresh runs in the background while callers keep the current token. Mints are single-flight
+//! (concurrent cold callers share one), and a failed refresh keeps serving the still-valid token
+//! and retries with exponential backoff. The clock is injected, so all of this is testable
+//! without sleeping.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime},
+};
+
+use aws_credential_types::provider::{
+    error::CredentialsError, ProvideCredentials, SharedCredentialsProvider,
+};
+
+use super::mint::{mint_token, MintedToken, DEFAULT_EXPIRES_IN};
+use crate::{clock::SharedClock, secret::Secret};
+
+/// Refresh cadence for a token that is otherwise still good.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(3600);
+/// Refresh this long before the token or the credentials expire.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// First retry delay after a failed refresh; doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest retry delay after failed refreshes.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Why no IAM token is available; `reason()` is the skip reason of spec §2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IamError {
+    /// The chain found no credentials at all.
+    #[error("no AWS credentials found: {0}")]
+    NoCredentials(String),
+    /// Credentials exist but could not be loaded or used.
+    #[error("AWS credentials error: {0}")]
+    CredentialsError(String),
+}
+
+impl IamError {
+    /// `no-credentials` or `credentials-error`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IamError::NoCredentials(_) => "no-credentials",
+            IamError::CredentialsError(_) => "credentials-error",
+        }
+    }
+}
+
+/// A cached token with its schedule.
+#[derive(Debug, Clone)]
+pub struct CachedToken {
+    /// The bearer token.
+    pub token: Secret,
+    /// Token expiry.
+    pub expires_at: SystemTime,
+    /// When a background refresh becomes due.
+    pub refresh_at: SystemTime,
+    /// Access key id of the credentials that signed it (not secret).
+    pub identity: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// Tokens by credential identity.
+    by_identity: HashMap<String, CachedToken>,
+    /// Identity of the newest token.
+    current: Option<String>,
+    /// Consecutive failed refreshes.
+    failures: u32,
+    /// No refresh attempt before this time (backoff).
+    retry_not_before: Option<SystemTime>,
+    /// A background refresh is running.
+    refreshing: bool,
+}
+
+/// IAM-minted tokens for one region.
+pub struct IamTokens {
+    region: String,
+    clock: SharedClock,
+    credentials: SharedCredentialsProvider,
+    expires_in: u64,
+    state: Mutex<State>,
+    mint_lock: tokio::sync::Mutex<()>,
+    mints: AtomicU64,
+}
+
+impl std::fmt::Debug for IamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IamTokens")
+            .field("region", &self.region)
+            .field("mints", &self.mint_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IamTokens {
+    /// Tokens for `region` signed with credentials from `credentials`.
+    pub fn new(
+        region: &str,
+        credentials: SharedCredentialsProvider,
+        clock: SharedClock,
+    ) -> Arc<Self> {
+        Arc::new(IamTokens {
+            region: region.to_string(),
+            clock,
+            credentials,
+            expires_in: DEFAULT_EXPIRES_IN,
+            state: Mutex::new(State::default()),
+            mint_lock: tokio::sync::Mutex::new(()),
+            mints: AtomicU64::new(0),
+        })
+    }
+
+    /// How many tokens were minted so far (tests, metrics).
+    pub fn mint_count(&self) -> u64 {
+        self.mints.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current_valid(&self, now: SystemTime) -> Option<CachedToken> {
+        let state = self.lock();
+        let id = state.current.as_ref()?;
+        state
+            .by_identity
+            .get(id)
+            .filter(|t| now < t.expires_at)
+            .cloned()
+    }
+
+    /// The token to use now. Waits only when no valid token exists (cold start or expired);
+    /// otherwise returns at once and, when a refresh is due, starts it in the background.
+    pub async fn token(self: &Arc<Self>) -> Result<CachedToken, IamError> {
+        let now = self.clock.now();
+        if let Some(token) = self.current_valid(now) {
+            if now >= token.refresh_at {
+                self.spawn_refresh_if_due(now);
+            }
+            return Ok(token);
+        }
+        let _flight = self.mint_lock.lock().await;
+        // Another caller may have minted while we waited for the lock.
+        if let Some(token) = self.current_valid(self.clock.now()) {
+            return Ok(token);
+        }
+        self.mint_now().await
+    }
+
+    fn spawn_refresh_if_due(self: &Arc<Self>, now: SystemTime) {
+        {
+            let mut state = self.lock();
+            if state.refreshing || state.retry_not_before.is_some_and(|t| now < t) {
+                return;
+            }
+            state.refreshing = true;
+        }
+        let this = self.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    this.refresh().await;
+                });
+            }
+            Err(_) => self.lock().refreshing = false,
+        }
+    }
+
+    /// Runs one refresh now (the background task's body; tests call it directly).
+    pub async fn refresh(self: &Arc<Self>) {
+        let result = {
+            let _flight = self.mint_lock.lock().await;
+            self.mint_now().await
+        };
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.refreshing = false;
+        match result {
+            Ok(_) => {
+                state.failures = 0;
+                state.retry_not_before = None;
+            }
+            Err(e) => {
+                state.failures = state.failures.saturating_add(1);
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << state.failures.saturating_sub(1).min(16))
+                    .min(MAX_BACKOFF);
+                state.retry_not_before = Some(now + backoff);
+                tracing::debug!(region = %self.region, reason = e.reason(), failures = state.failures,
+                    retry_in_ms = backoff.as_millis() as u64, "token refresh failed; keeping the current token");
+            }
+        }
+    }
+
+    /// When the next refresh attempt may run (after backoff), if one is scheduled.
+    pub fn retry_not_before(&self) -> Option<SystemTime> {
+        self.lock().retry_not_before
+    }
+
+    async fn mint_now(&self) -> Result<CachedToken, IamError> {
+        let credentials = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(classify)?;
+        let now = self.clock.now();
+        let MintedToken { token, expires_at } =
+            mint_token(&credentials, &self.region, now, self.expires_in)
+                .map_err(|e| IamError::CredentialsError(e.to_string()))?;
+        self.mints.fetch_add(1, Ordering::SeqCst);
+        let deadline = match credentials.expiry() {
+            Some(cred_expiry) if cred_expiry < expires_at => cred_expiry,
+            _ => expires_at,
+        };
+        let refresh_at =
+            (now + REFRESH_EVERY).min(deadline.checked_sub(REFRESH_MARGIN).unwrap_or(now));
+        let identity = credentials.access_key_id().to_string();
+        let cached = CachedToken {
+            token,
+            expires_at,
+            refresh_at,
+            identity: identity.clone(),
+        };
+        let mut state = self.lock();
+        state.by_identity.insert(identity.clone(), cached.clone());
+        state.current = Some(identity);
+        tracing::debug!(region = %self.region, "minted a Bedrock bearer token from AWS credentials");
+        Ok(cached)
+    }
+
+    /// Every cached token (for the hot-swap state blob).
+    pub fn export(&self) -> Vec<CachedToken> {
+        let state = self.lock();
+        let mut all: Vec<CachedToken> = state.by_identity.values().cloned().collect();
+        // The current token goes last so an import makes it current again.
+        if let Some(cur) = &state.current {
+            all.sort_by_key(|t| &t.identity == cur);
+        }
+        all
+    }
+
+    /// Adopts tokens exported by another instance (expired ones are ignored).
+    pub fn import(&self, tokens: Vec<CachedToken>) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        for t in tokens.into_iter().filter(|t| now < t.expires_at) {
+            state.current = Some(t.identity.clone());
+            state.by_identity.insert(t.identity.clone(), t);
+        }
+    }
+}
+
+fn classify(e: CredentialsError) -> IamError {
+    let detail = aws_smithy_types_error_text(&e);
+    match e {
+        CredentialsError::CredentialsNotLoaded(_) => IamError::NoCredentials(detail),
+        _ => IamError::CredentialsError(detail),
+    }
+}
+
+/// The error's message with its sources, which never include secret values.
+fn aws_smithy_types_error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use aws_credential_types::{provider::future, Credentials};
+    use std::sync::atomic::AtomicUsize;
+
+    /// Hands out credentials from a list (last one repeats), counting calls; optionally failing.
+    #[derive(Debug)]
+    struct Scripted {
+        creds: Mutex<Vec<Result<Credentials, &'static str>>>,
+        calls: AtomicUsize,
+        delay: Duration,
+    }
+
+    impl ProvideCredentials for Scripted {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::new(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(self.delay).await;
+                let mut list = self.creds.lock().unwrap();
+                let next = if list.len() > 1 {
+                    list.remove(0)
+                } else {
+                    list[0].clone()
+                };
+                next.map_err(|m| CredentialsError::provider_error(m))
+            })
+        }
+    }
+
+    fn creds(akid: &str, expiry: Option<SystemTime>) -> Credentials {
+        Credentials::new(akid, "secret-key-value", None, expiry, "test")
+    }
+
+    fn setup(
+        list: Vec<Result<Credentials, &'static str>>,
+        delay_ms: u64,
+    ) -> (Arc<IamTokens>, ManualClock, Arc<Scripted>) {
+        let clock = ManualClock::at_unix(1_800_000_000);
+        let scripted = Arc::new(Scripted {
+            creds: Mutex::new(list),
+            calls: AtomicUsize::new(0),
+            delay: Duration::from_millis(delay_ms),
+        });
+        let provider = SharedCredentialsProvider::new(ScriptedRef(scripted.clone()));
+        (
+            IamTokens::new("us-east-1", provider, Arc::new(clock.clone())),
+            clock,
+            scripted,
+        )
+    }
+
+    #[derive(Debug)]
+    struct ScriptedRef(Arc<Scripted>);
+    impl ProvideCredentials for ScriptedRef {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            self.0.provide_credentials()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hundred_concurrent_cold_callers_share_one_mint() {
+        let (tokens, _clock, scripted) = setup(vec![Ok(creds("AKIDONE", None))], 50);
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let t = tokens.clone();
+            tasks.push(tokio::spawn(async move {
+                t.token().await.map(|c| c.token.expose().to_string())
+            }));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in tasks {
+            seen.insert(t.await.unwrap().unwrap());
+        }
+        assert_eq!(seen.len(), 1);
+        assert_eq!(tokens.mint_count(), 1);
+        assert_eq!(scripted.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn refresh_schedule_hourly_and_before_credential_expiry() {
+        let (tokens, clock, _) = setup(vec![Ok(creds("AKIDONE", None))], 0);
+        let t = tokens.token().await.unwrap();
+        assert_eq!(t.refresh_at, clock.now() + REFRESH_EVERY);
+        assert_eq!(t.expires_at, clock.now() + Duration::from_secs(7200));
+
+        // Credentials expiring in 20 minutes: refresh 5 minutes before that.
+        let (tokens, clock, _) = setup(
+            vec![Ok(creds(
+                "AKIDTWO",
+                Some(ManualClock::at_unix(1_800_001_200).now()),
+            ))],
+            0,
+        );
+        let t = tokens.token().await.unwrap();
+        assert_eq!(t.refresh_at, clock.now() + Duration::from_secs(900));
+    }
+
+    #[tokio::test]
+    async fn cached_token_is_served_without_minting_and_refresh_picks_new_credentials() {
+        let (tokens, clock, scripted) = setup(
+            vec![Ok(creds("AKIDONE", None)), Ok(creds("AKIDTWO", None))],
+            0,
+        );
+        let first = tokens.token().await.unwrap();
+        clock.advance(Duration::from_secs(1800));
+        let again = tokens.token().await.unwrap();
+        assert_eq!(again.token, first.token);
+        assert_eq!(tokens.mint_count(), 1);
+
+        clock.advance(Duration::from_secs(1801)); // past the hourly refresh, token still valid
+        let served = tokens.token().await.unwrap();
+        assert_eq!(
+            served.token, first.token,
+            "a due refresh never makes the caller wait"
+        );
+        // Let the background refresh run.
+        for _ in 0..100 {
+            if tokens.mint_count() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(tokens.mint_count(), 2);
+        let fresh = tokens.token().await.unwrap();
+        assert_eq!(fresh.identity, "AKIDTWO");
+        assert_ne!(fresh.token, first.token);
+        assert_eq!(scripted.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn failed_refresh_keeps_valid_token_and_backs_off() {
+        let (tokens, clock, _) = setup(
+            vec![
+                Ok(creds("AKIDONE", None)),
+                Err("boom"),
+                Err("boom"),
+                Ok(creds("AKIDONE", None)),
+            ],
+            0,
+        );
+        let first = tokens.token().await.unwrap();
+        clock.advance(Duration::from_secs(3601));
+        tokens.refresh().await;
+        assert_eq!(
+            tokens.retry_not_before(),
+            Some(clock.now() + Duration::from_secs(1))
+        );
+        assert_eq!(
+            tokens.token().await.unwrap().token,
+            first.token,
+            "old token still served"
+        );
+        tokens.refresh().await;
+        assert_eq!(
+            tokens.retry_not_before(),
+            Some(clock.now() + Duration::from_secs(2)),
+            "backoff doubles"
+        );
+        tokens.refresh().await;
+        assert_eq!(tokens.retry_not_before(), None);
+        assert_eq!(tokens.mint_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_token_is_never_served() {
+        let (tokens, clock, _) = setup(vec![Ok(creds("AKIDONE", None)), Err("down")], 0);
+        tokens.token().await.unwrap();
+        clock.advance(Duration::from_secs(7200));
+        let e = tokens.token().await.unwrap_err();
+        assert_eq!(e.reason(), "credentials-error");
+    }
+
+    #[tokio::test]
+    async fn no_credentials_reason() {
+        let clock = ManualClock::at_unix(1_800_000_000);
+        #[derive(Debug)]
+        struct Nothing;
+        impl ProvideCredentials for Nothing {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+                    "no providers in chain provided credentials",
+                )))
+            }
+        }
+        let tokens = IamTokens::new(
+            "us-east-1",
+            SharedCredentialsProvider::new(Nothing),
+            Arc::new(clock),
+        );
+        assert_eq!(tokens.token().await.unwrap_err().reason(), "no-credentials");
+    }
+}

@@ -1,0 +1,509 @@
+//! Catalog rows: defaults for discovered ids, the built-in table of known Mantle models, the
+//! curated Claude rows, and the merge with the user's provider config (spec §3, §4).
+
+use std::{collections::BTreeMap, time::SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    clock::unix_seconds,
+    config::{Cost, ModelConfig, ProviderConfig, API_ANTHROPIC_MESSAGES, API_OPENAI_COMPLETIONS},
+};
+
+/// Placeholder context window for unknown ids.
+pub const DEFAULT_CONTEXT_WINDOW: u64 = 32000;
+/// Placeholder max output for unknown ids.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// One model in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRow {
+    /// Model id sent upstream.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// API surface when it differs from the provider's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// Whether the model reasons.
+    pub reasoning: bool,
+    /// Input modalities.
+    pub input: Vec<String>,
+    /// USD per 1M tokens.
+    pub cost: Cost,
+    /// Context window.
+    pub context_window: u64,
+    /// Max output tokens.
+    pub max_tokens: u64,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// The reasoning heuristic of spec §3 (lower-cased id contains a marker).
+pub fn reasoning_by_id(id: &str) -> bool {
+    const MARKERS: [&str; 6] = [
+        "thinking",
+        "reasoner",
+        "reasoning",
+        "deepseek.r",
+        "gpt-oss-120b",
+        "gpt-oss-safeguard-120b",
+    ];
+    let lower = id.to_lowercase();
+    MARKERS.iter().any(|m| lower.contains(m))
+}
+
+/// What we know about a Mantle model beyond the discovery placeholders.
+struct Known {
+    id: &'static str,
+    context_window: u64,
+    max_tokens: u64,
+    image: bool,
+    reasoning: Option<bool>,
+}
+
+/// Known Mantle models, from the vendors' published model cards (context / max output).
+/// Unknown ids keep the 32000/4096 placeholders.
+const KNOWN_MODELS: &[Known] = &[
+    Known {
+        id: "openai.gpt-oss-120b",
+        context_window: 131_072,
+        max_tokens: 32_768,
+        image: false,
+        reasoning: Some(true),
+    },
+    Known {
+        id: "openai.gpt-oss-20b",
+        context_window: 131_072,
+        max_tokens: 32_768,
+        image: false,
+        reasoning: Some(true),
+    },
+    Known {
+        id: "openai.gpt-oss-safeguard-120b",
+        context_window: 131_072,
+        max_tokens: 32_768,
+        image: false,
+        reasoning: Some(true),
+    },
+    Known {
+        id: "openai.gpt-oss-safeguard-20b",
+        context_window: 131_072,
+        max_tokens: 32_768,
+        image: false,
+        reasoning: Some(true),
+    },
+    Known {
+        id: "qwen.qwen3-32b",
+        context_window: 131_072,
+        max_tokens: 16_384,
+        image: false,
+        reasoning: None,
+    },
+    Known {
+        id: "qwen.qwen3-235b-a22b-2507",
+        context_window: 262_144,
+        max_tokens: 32_768,
+        image: false,
+        reasoning: None,
+    },
+    Known {
+        id: "qwen.qwen3-coder-480b-a35b",
+        context_window: 262_144,
+        max_tokens: 65_536,
+        image: false,
+        reasoning: None,
+    },
+    Known {
+        id: "deepseek.r1",
+        context_window: 128_000,
+        max_tokens: 32_768,
+        image: false,
+        reasoning: Some(true),
+    },
+    Known {
+        id: "deepseek.v3",
+        context_window: 128_000,
+        max_tokens: 8_192,
+        image: false,
+        reasoning: None,
+    },
+    Known {
+        id: "moonshot.kimi-k2-thinking",
+        context_window: 262_144,
+        max_tokens: 32_768,
+        image: false,
+        reasoning: Some(true),
+    },
+    Known {
+        id: "zai.glm-4.6",
+        context_window: 200_000,
+        max_tokens: 128_000,
+        image: false,
+        reasoning: None,
+    },
+];
+
+/// A row for a discovered id: placeholders, then the known-model table.
+pub fn discovered_row(id: &str) -> ModelRow {
+    let mut row = ModelRow {
+        id: id.to_string(),
+        name: id.to_string(),
+        api: None,
+        reasoning: reasoning_by_id(id),
+        input: vec!["text".into()],
+        cost: Cost::default(),
+        context_window: DEFAULT_CONTEXT_WINDOW,
+        max_tokens: DEFAULT_MAX_TOKENS,
+        headers: None,
+    };
+    if let Some(k) = KNOWN_MODELS.iter().find(|k| k.id == id) {
+        row.context_window = k.context_window;
+        row.max_tokens = k.max_tokens;
+        if k.image {
+            row.input.push("image".into());
+        }
+        if let Some(r) = k.reasoning {
+            row.reasoning = r;
+        }
+    }
+    row
+}
+
+/// 2026-09-01T00:00:00Z: Sonnet 5's price change.
+const SONNET_5_PRICE_CHANGE_UNIX: i64 = 1_788_220_800;
+
+fn claude(id: &str, name: &str, reasoning: bool, cost: [f64; 4]) -> ModelRow {
+    ModelRow {
+        id: id.into(),
+        name: name.into(),
+        api: Some(API_ANTHROPIC_MESSAGES.into()),
+        reasoning,
+        input: vec!["text".into(), "image".into()],
+        cost: Cost {
+            input: cost[0],
+            output: cost[1],
+            cache_read: cost[2],
+            cache_write: cost[3],
+        },
+        context_window: 1_000_000,
+        max_tokens: 128_000,
+        headers: None,
+    }
+}
+
+/// The curated Claude rows, priced as of `now`.
+pub fn claude_rows(now: SystemTime) -> Vec<ModelRow> {
+    let sonnet_cost = if unix_seconds(now) < SONNET_5_PRICE_CHANGE_UNIX {
+        [2.0, 10.0, 0.2, 2.5]
+    } else {
+        [3.0, 15.0, 0.3, 3.75]
+    };
+    vec![
+        claude(
+            "anthropic.claude-opus-5",
+            "Claude Opus 5",
+            true,
+            [5.0, 25.0, 0.5, 6.25],
+        ),
+        claude(
+            "anthropic.claude-sonnet-5",
+            "Claude Sonnet 5",
+            true,
+            sonnet_cost,
+        ),
+        claude(
+            "anthropic.claude-opus-4-7",
+            "Claude Opus 4.7",
+            false,
+            [5.0, 25.0, 0.5, 6.25],
+        ),
+        claude(
+            "anthropic.claude-mythos-5",
+            "Claude Mythos 5",
+            true,
+            [10.0, 50.0, 1.0, 12.5],
+        ),
+        claude(
+            "anthropic.claude-mythos-preview",
+            "Claude Mythos Preview",
+            true,
+            [0.0, 0.0, 0.0, 0.0],
+        ),
+    ]
+}
+
+/// Rows from discovered ids: blank ids dropped, sorted by id, Claude rows appended (replacing
+/// same-id rows) when the discovery is non-empty.
+pub fn build_catalog(ids: &[String], now: SystemTime) -> Vec<ModelRow> {
+    let mut ids: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !id.trim().is_empty())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let claude = claude_rows(now);
+    let mut rows: Vec<ModelRow> = ids
+        .into_iter()
+        .filter(|id| !claude.iter().any(|c| c.id == *id))
+        .map(discovered_row)
+        .collect();
+    rows.extend(claude);
+    rows
+}
+
+/// A user-written model row with unset fields filled like a discovered (or curated) row.
+pub fn user_row(model: &ModelConfig, now: SystemTime) -> ModelRow {
+    let mut row = claude_rows(now)
+        .into_iter()
+        .find(|c| c.id == model.id)
+        .unwrap_or_else(|| discovered_row(&model.id));
+    if let Some(v) = &model.name {
+        row.name = v.clone();
+    }
+    if model.api.is_some() {
+        row.api = model.api.clone();
+    }
+    if let Some(v) = model.reasoning {
+        row.reasoning = v;
+    }
+    if let Some(v) = &model.input {
+        row.input = v.clone();
+    }
+    if let Some(v) = model.cost {
+        row.cost = v;
+    }
+    if let Some(v) = model.context_window {
+        row.context_window = v;
+    }
+    if let Some(v) = model.max_tokens {
+        row.max_tokens = v;
+    }
+    if model.headers.is_some() {
+        row.headers = model.headers.clone();
+    }
+    row
+}
+
+/// The provider entry a catalog returns to the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderEntry {
+    /// `amazon-bedrock-mantle`.
+    pub id: String,
+    /// Human label.
+    pub label: String,
+    /// OpenAI-compatible base URL.
+    pub base_url: String,
+    /// Default API surface.
+    pub api: String,
+    /// Always `api-key`.
+    pub auth: String,
+    /// `env:NAME` or the IAM marker; never a secret.
+    pub api_key: String,
+    /// Extra headers (names and values the user configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Models.
+    pub models: Vec<ModelRow>,
+}
+
+/// Merges the implicit provider with the user's config: user keys win; a non-empty user
+/// `models` list replaces the catalog (Claude rows included); an absent or empty one keeps it.
+pub fn merge(implicit: ProviderEntry, user: &ProviderConfig, now: SystemTime) -> ProviderEntry {
+    let mut out = implicit;
+    if let Some(api) = &user.api {
+        out.api = api.clone();
+    }
+    if let Some(auth) = &user.auth {
+        out.auth = auth.clone();
+    }
+    if let Some(key) = &user.api_key {
+        out.api_key = key.catalog_marker();
+    }
+    if user.headers.is_some() {
+        out.headers = user.headers.clone();
+    }
+    if let Some(models) = user.models.as_ref().filter(|m| !m.is_empty()) {
+        out.models = models.iter().map(|m| user_row(m, now)).collect();
+    }
+    out
+}
+
+/// The implicit provider for a base URL, token marker and rows.
+pub fn implicit_provider(
+    base_url: &str,
+    api_key_marker: String,
+    models: Vec<ModelRow>,
+) -> ProviderEntry {
+    ProviderEntry {
+        id: mantle_abi::PROVIDER_ID.into(),
+        label: crate::PROVIDER_LABEL.into(),
+        base_url: base_url.into(),
+        api: API_OPENAI_COMPLETIONS.into(),
+        auth: "api-key".into(),
+        api_key: api_key_marker,
+        headers: None,
+        models,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn reasoning_heuristic_exact_markers() {
+        for yes in [
+            "x.Thinking-1",
+            "deepseek.reasoner",
+            "a.reasoning",
+            "deepseek.r1",
+            "openai.gpt-oss-120b",
+            "openai.gpt-oss-safeguard-120b",
+        ] {
+            assert!(reasoning_by_id(yes), "{yes}");
+        }
+        for no in [
+            "openai.gpt-oss-20b",
+            "qwen.qwen3-32b",
+            "deepseek.v3",
+            "think",
+        ] {
+            assert!(!reasoning_by_id(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn discovered_rows_defaults_sorting_and_claude() {
+        let now = ManualClock::at_unix(1_780_000_000).now();
+        let rows = build_catalog(
+            &ids(&[
+                "zeta.model",
+                " ",
+                "",
+                "anthropic.claude-opus-4-7",
+                "alpha.m",
+            ]),
+            now,
+        );
+        let got: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            got,
+            [
+                "alpha.m",
+                "zeta.model",
+                "anthropic.claude-opus-5",
+                "anthropic.claude-sonnet-5",
+                "anthropic.claude-opus-4-7",
+                "anthropic.claude-mythos-5",
+                "anthropic.claude-mythos-preview"
+            ]
+        );
+        let alpha = &rows[0];
+        assert_eq!(
+            (alpha.name.as_str(), alpha.context_window, alpha.max_tokens),
+            ("alpha.m", 32000, 4096)
+        );
+        assert_eq!(alpha.input, vec!["text"]);
+        assert_eq!(alpha.cost, Cost::default());
+        let opus47 = rows
+            .iter()
+            .find(|r| r.id == "anthropic.claude-opus-4-7")
+            .unwrap();
+        assert_eq!(opus47.api.as_deref(), Some("anthropic-messages"));
+        assert!(!opus47.reasoning);
+        assert_eq!(
+            (opus47.context_window, opus47.max_tokens),
+            (1_000_000, 128_000)
+        );
+        assert!(
+            build_catalog(&ids(&["", " "]), now).is_empty(),
+            "empty discovery adds no Claude rows"
+        );
+    }
+
+    #[test]
+    fn sonnet_5_price_by_date() {
+        let clock = ManualClock::at_unix(SONNET_5_PRICE_CHANGE_UNIX as u64 - 1);
+        let sonnet = |now| {
+            claude_rows(now)
+                .into_iter()
+                .find(|r| r.id == "anthropic.claude-sonnet-5")
+                .unwrap()
+                .cost
+        };
+        assert_eq!(
+            sonnet(clock.now()),
+            Cost {
+                input: 2.0,
+                output: 10.0,
+                cache_read: 0.2,
+                cache_write: 2.5
+            }
+        );
+        clock.advance(std::time::Duration::from_secs(1));
+        assert_eq!(
+            sonnet(clock.now()),
+            Cost {
+                input: 3.0,
+                output: 15.0,
+                cache_read: 0.3,
+                cache_write: 3.75
+            }
+        );
+    }
+
+    #[test]
+    fn known_table_overrides_placeholders() {
+        let r = discovered_row("openai.gpt-oss-20b");
+        assert_eq!(
+            (r.context_window, r.max_tokens, r.reasoning),
+            (131_072, 32_768, true)
+        );
+        let r = discovered_row("vendor.unknown");
+        assert_eq!((r.context_window, r.max_tokens), (32000, 4096));
+    }
+
+    #[test]
+    fn merge_user_keys_win_and_models_replace() {
+        let now = ManualClock::at_unix(1_780_000_000).now();
+        let implicit = implicit_provider(
+            "https://x/v1",
+            IAM_MARKER_FOR_TEST.into(),
+            build_catalog(&ids(&["a.b"]), now),
+        );
+        let user = ProviderConfig::parse("{ api: 'anthropic-messages', models: [] }").unwrap();
+        let merged = merge(implicit.clone(), &user, now);
+        assert_eq!(merged.api, "anthropic-messages");
+        assert_eq!(merged.models.len(), 6, "empty user list keeps the catalog");
+        let user = ProviderConfig::parse(
+            "{ apiKey: 'secret!', models: [{ id: 'mine', contextWindow: 5 }] }",
+        )
+        .unwrap();
+        let merged = merge(implicit, &user, now);
+        assert_eq!(merged.models.len(), 1);
+        assert_eq!(
+            (
+                merged.models[0].id.as_str(),
+                merged.models[0].context_window,
+                merged.models[0].max_tokens
+            ),
+            ("mine", 5, 4096)
+        );
+        assert!(!serde_json::to_string(&merged).unwrap().contains("secret!"));
+    }
+
+    const IAM_MARKER_FOR_TEST: &str = crate::auth::IAM_MARKER;
+}

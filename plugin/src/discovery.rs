@@ -1,0 +1,297 @@
+//! Discovery of Mantle models (`GET {base}/models`), its cache and its outcome (spec §3).
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{catalog::ModelRow, secret::Secret};
+
+/// Whole-request deadline.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest wait for the next body chunk.
+pub const CHUNK_IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// Largest accepted body.
+pub const BODY_CAP: usize = 4 * 1024 * 1024;
+/// How long a cached discovery is fresh.
+pub const CACHE_TTL: Duration = Duration::from_secs(3600);
+
+/// What happened to the provider in this catalog call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Models are available.
+    Ready {
+        /// `discovery`, `cache`, `stale-cache` or `config`.
+        source: String,
+    },
+    /// The provider is skipped on purpose: `disabled`, `unsupported-region`,
+    /// `no-credentials`, `credentials-error`, `empty`.
+    Skipped {
+        /// Why.
+        reason: String,
+        /// Details (never secrets).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Mantle refused the token (401/403).
+    AuthRejected {
+        /// The HTTP status.
+        http_status: u16,
+    },
+    /// Mantle could not be reached or answered badly.
+    Unavailable {
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl Outcome {
+    /// A skip with a reason.
+    pub fn skipped(reason: &str, detail: Option<String>) -> Self {
+        Outcome::Skipped {
+            reason: reason.to_string(),
+            detail,
+        }
+    }
+}
+
+/// Why one discovery request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    /// 401 or 403.
+    #[error("Mantle rejected the bearer token (HTTP {0})")]
+    AuthRejected(u16),
+    /// Another HTTP error status.
+    #[error("Mantle answered HTTP {0}")]
+    Status(u16),
+    /// Connect, TLS, timeout or read failure.
+    #[error("network error: {0}")]
+    Network(String),
+    /// Body over the cap, not UTF-8, not JSON, or no `data` array.
+    #[error("invalid discovery response: {0}")]
+    Invalid(String),
+}
+
+impl DiscoveryError {
+    /// The outcome this failure reports.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            DiscoveryError::AuthRejected(s) => Outcome::AuthRejected { http_status: *s },
+            other => Outcome::Unavailable {
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+fn network(e: reqwest::Error) -> DiscoveryError {
+    // reqwest errors carry the URL, never the headers, so no token can appear here.
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connect failed"
+    } else {
+        "request failed"
+    };
+    DiscoveryError::Network(format!("{kind}: {}", crate::errors::error_chain(&e)))
+}
+
+/// Fetches and parses `GET {models_url}`; returns the raw ids (unsorted, blanks kept).
+pub async fn fetch_ids(
+    client: &reqwest::Client,
+    models_url: &str,
+    token: &Secret,
+) -> Result<Vec<String>, DiscoveryError> {
+    tokio::time::timeout(REQUEST_DEADLINE, fetch_ids_inner(client, models_url, token))
+        .await
+        .unwrap_or_else(|_| {
+            Err(DiscoveryError::Network(format!(
+                "timed out after {} s",
+                REQUEST_DEADLINE.as_secs()
+            )))
+        })
+}
+
+async fn fetch_ids_inner(
+    client: &reqwest::Client,
+    models_url: &str,
+    token: &Secret,
+) -> Result<Vec<String>, DiscoveryError> {
+    let mut response = client
+        .get(models_url)
+        .header("authorization", format!("Bearer {}", token.expose()))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(network)?;
+    let status = response.status().as_u16();
+    if status == 401 || status == 403 {
+        return Err(DiscoveryError::AuthRejected(status));
+    }
+    if !(200..300).contains(&status) {
+        return Err(DiscoveryError::Status(status));
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n > BODY_CAP as u64)
+    {
+        return Err(DiscoveryError::Invalid(format!(
+            "body larger than {BODY_CAP} bytes"
+        )));
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(CHUNK_IDLE_LIMIT, response.chunk())
+            .await
+            .map_err(|_| {
+                DiscoveryError::Network(format!(
+                    "no body data for {} s",
+                    CHUNK_IDLE_LIMIT.as_secs()
+                ))
+            })?
+            .map_err(network)?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > BODY_CAP {
+            return Err(DiscoveryError::Invalid(format!(
+                "body larger than {BODY_CAP} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_ids(&body)
+}
+
+/// Parses a discovery body: strict UTF-8, JSON, a `data` array of rows with `id`.
+pub fn parse_ids(body: &[u8]) -> Result<Vec<String>, DiscoveryError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| DiscoveryError::Invalid(format!("body is not UTF-8 ({e})")))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| DiscoveryError::Invalid(format!("body is not JSON ({e})")))?;
+    let data = value
+        .get("data")
+        .and_then(|d| d.as_array())
+        .ok_or_else(|| DiscoveryError::Invalid("no `data` array".to_string()))?;
+    Ok(data
+        .iter()
+        .filter_map(|row| row.get("id").and_then(|id| id.as_str()))
+        .map(str::to_string)
+        .collect())
+}
+
+/// A cached discovery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedRows {
+    /// Rows built from the discovery (empty allowed).
+    pub rows: Vec<ModelRow>,
+    /// When it was fetched (Unix seconds).
+    pub fetched_at_unix: i64,
+}
+
+/// Discovery cache keyed by (region or baseUrl, credential identity).
+#[derive(Debug, Default)]
+pub struct DiscoveryCache {
+    entries: Mutex<HashMap<(String, String), CachedRows>>,
+}
+
+impl DiscoveryCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), CachedRows>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rows younger than the TTL for this key.
+    pub fn fresh(&self, endpoint: &str, identity: &str, now: SystemTime) -> Option<Vec<ModelRow>> {
+        let now = crate::clock::unix_seconds(now);
+        self.lock()
+            .get(&(endpoint.to_string(), identity.to_string()))
+            .filter(|c| {
+                now - c.fetched_at_unix < CACHE_TTL.as_secs() as i64 && now >= c.fetched_at_unix
+            })
+            .map(|c| c.rows.clone())
+    }
+
+    /// The last good rows for this key, however old.
+    pub fn last_good(&self, endpoint: &str, identity: &str) -> Option<Vec<ModelRow>> {
+        self.lock()
+            .get(&(endpoint.to_string(), identity.to_string()))
+            .map(|c| c.rows.clone())
+    }
+
+    /// Stores a successful discovery.
+    pub fn store(&self, endpoint: &str, identity: &str, rows: Vec<ModelRow>, now: SystemTime) {
+        let entry = CachedRows {
+            rows,
+            fetched_at_unix: crate::clock::unix_seconds(now),
+        };
+        self.lock()
+            .insert((endpoint.to_string(), identity.to_string()), entry);
+    }
+
+    /// Every entry (for the hot-swap state blob).
+    pub fn export(&self) -> Vec<(String, String, CachedRows)> {
+        self.lock()
+            .iter()
+            .map(|((e, i), c)| (e.clone(), i.clone(), c.clone()))
+            .collect()
+    }
+
+    /// Adopts entries exported by another instance.
+    pub fn import(&self, entries: Vec<(String, String, CachedRows)>) {
+        let mut map = self.lock();
+        for (e, i, c) in entries {
+            map.insert((e, i), c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+
+    #[test]
+    fn parse_rules() {
+        assert_eq!(
+            parse_ids(br#"{"data":[{"id":"b"},{"id":""},{"x":1},{"id":"a"}]}"#).unwrap(),
+            vec!["b", "", "a"]
+        );
+        assert!(
+            matches!(parse_ids(b"{\"data\":{}}"), Err(DiscoveryError::Invalid(m)) if m.contains("data"))
+        );
+        assert!(matches!(parse_ids(b"{}"), Err(DiscoveryError::Invalid(_))));
+        assert!(
+            matches!(parse_ids(b"not json"), Err(DiscoveryError::Invalid(m)) if m.contains("JSON"))
+        );
+        assert!(
+            matches!(parse_ids(b"{\"data\":[\"\xff\"]}"), Err(DiscoveryError::Invalid(m)) if m.contains("UTF-8"))
+        );
+    }
+
+    #[test]
+    fn cache_ttl_and_credential_isolation() {
+        let clock = ManualClock::at_unix(1_780_000_000);
+        let cache = DiscoveryCache::default();
+        cache.store("https://x/v1", "key:a", vec![], clock.now());
+        assert_eq!(
+            cache.fresh("https://x/v1", "key:a", clock.now()),
+            Some(vec![]),
+            "empty results are cached"
+        );
+        assert_eq!(
+            cache.fresh("https://x/v1", "key:b", clock.now()),
+            None,
+            "no cross-credential hits"
+        );
+        clock.advance(Duration::from_secs(3599));
+        assert!(cache.fresh("https://x/v1", "key:a", clock.now()).is_some());
+        clock.advance(Duration::from_secs(1));
+        assert!(
+            cache.fresh("https://x/v1", "key:a", clock.now()).is_none(),
+            "a hit needs age < 3600 s"
+        );
+        assert!(cache.last_good("https://x/v1", "key:a").is_some());
+    }
+}

@@ -1,0 +1,117 @@
+//! The `abi_stable` root module: each entry point converts types and defers to [`super`],
+//! inside the panic guard.
+
+use abi_stable::{
+    export_root_module,
+    prefix_type::PrefixTypeTrait,
+    std_types::{RResult, RStr, RString},
+};
+use mantle_abi::{
+    FfiError, FfiEvent, FfiPoll, FfiToken, FfiUnit, MantleModule, MantleModuleRef, PluginInfo,
+};
+
+use crate::stream::Poll;
+
+/// Static plugin facts.
+pub fn plugin_info() -> PluginInfo {
+    PluginInfo {
+        provider_id: RStr::from_str(mantle_abi::PROVIDER_ID),
+        label: RStr::from_str(crate::PROVIDER_LABEL),
+        plugin_version: RStr::from_str(env!("CARGO_PKG_VERSION")),
+        build_tag: RStr::from_str(crate::BUILD_TAG),
+        abi_major: mantle_abi::ABI_MAJOR,
+        abi_minor: mantle_abi::ABI_MINOR,
+    }
+}
+
+fn rresult<T>(r: Result<T, FfiError>) -> RResult<T, FfiError> {
+    r.into()
+}
+
+extern "C" fn info() -> PluginInfo {
+    plugin_info()
+}
+
+extern "C" fn provider_create(
+    plugin_config: RStr<'_>,
+    provider_config: RStr<'_>,
+) -> RResult<u64, FfiError> {
+    rresult(super::guard("provider_create", || {
+        super::provider_create(plugin_config.as_str(), provider_config.as_str())
+    }))
+}
+
+extern "C" fn provider_close(provider: u64) -> FfiUnit {
+    rresult(super::guard("provider_close", || {
+        super::provider_close(provider)
+    }))
+}
+
+extern "C" fn catalog(provider: u64) -> RResult<RString, FfiError> {
+    rresult(super::guard("catalog", || {
+        super::catalog(provider).map(RString::from)
+    }))
+}
+
+extern "C" fn bearer_token(provider: u64) -> RResult<FfiToken, FfiError> {
+    rresult(super::guard("bearer_token", || {
+        super::bearer_token(provider).map(|t| FfiToken {
+            token: RString::from(t.token.expose()),
+            expires_at_unix: t.expires_at.map(crate::clock::unix_seconds).unwrap_or(0),
+            source: RString::from(t.source.as_str()),
+        })
+    }))
+}
+
+extern "C" fn stream_start(provider: u64, request_json: RStr<'_>) -> RResult<u64, FfiError> {
+    rresult(super::guard("stream_start", || {
+        super::stream_start(provider, request_json.as_str())
+    }))
+}
+
+/// Converts a core event into the ABI event.
+pub fn to_ffi_event(e: &crate::stream::Emitted) -> FfiEvent {
+    FfiEvent {
+        kind: e.event.kind(),
+        text: RString::from(e.event.text()),
+        json: RString::from(serde_json::to_string(&e.event).unwrap_or_default()),
+        raw: RString::from(e.raw.as_deref().unwrap_or("")),
+    }
+}
+
+extern "C" fn stream_next(stream: u64, timeout_ms: u64) -> RResult<FfiPoll, FfiError> {
+    rresult(super::guard("stream_next", || {
+        Ok(match super::stream_next(stream, timeout_ms)? {
+            Poll::Event(e) => FfiPoll::Event(to_ffi_event(&e)),
+            Poll::Pending => FfiPoll::Pending,
+            Poll::Finished => FfiPoll::Finished,
+        })
+    }))
+}
+
+extern "C" fn stream_cancel(stream: u64) -> FfiUnit {
+    rresult(super::guard("stream_cancel", || {
+        super::stream_cancel(stream)
+    }))
+}
+
+extern "C" fn stream_close(stream: u64) -> FfiUnit {
+    rresult(super::guard("stream_close", || super::stream_close(stream)))
+}
+
+/// The exported root module (found by hosts through `abi_stable`'s loader symbol).
+#[export_root_module]
+pub fn get_root_module() -> MantleModuleRef {
+    MantleModule {
+        info,
+        provider_create,
+        provider_close,
+        catalog,
+        bearer_token,
+        stream_start,
+        stream_next,
+        stream_cancel,
+        stream_close,
+    }
+    .leak_into_prefix()
+}

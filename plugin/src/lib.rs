@@ -1,0 +1,29 @@
+//! Amazon Bedrock Mantle provider plugin for LLM gateways.
+//!
+//! Built as a `cdylib` exporting an `abi_stable` root module ([`ffi::abi`]); also usable as an
+//! `rlib` (the safe core: [`provider::Provider`]). One module per concern:
+//! [`config`], [`region`], [`routes`], [`auth`], [`discovery`], [`catalog`], [`request`],
+//! [`stream`], [`errors`], [`ffi`].
+
+pub mod auth;
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod discovery;
+pub mod errors;
+pub mod ffi;
+pub mod provider;
+pub mod region;
+pub mod request;
+pub mod routes;
+pub mod secret;
+pub mod stream;
+
+/// Human label of the provider.
+pub const PROVIDER_LABEL: &str = "Amazon Bedrock Mantle (OpenAI-compatible)";
+
+/// Build tag set with `MANTLE_BUILD_TAG` at compile time (tells builds apart), else "".
+pub const BUILD_TAG: &str = match option_env!("MANTLE_BUILD_TAG") {
+    Some(t) => t,
+    None => "",
+};

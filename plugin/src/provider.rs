@@ -1,0 +1,439 @@
+//! One provider instance: its config, runtime, HTTP client, auth, discovery cache and streams.
+//! This is the safe Rust core the ABI layers wrap.
+
+use std::{sync::Arc, time::Duration};
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use serde::Serialize;
+
+use crate::{
+    auth::{Auth, EnvReader, ResolvedToken, TokenSource, IAM_MARKER},
+    catalog::{self, ModelRow, ProviderEntry},
+    clock::{SharedClock, SystemClock},
+    config::{
+        ConfigError, PluginConfig, ProviderConfig, API_ANTHROPIC_MESSAGES, API_OPENAI_COMPLETIONS,
+        API_OPENAI_RESPONSES,
+    },
+    discovery::{self, DiscoveryCache, Outcome},
+    errors::{ErrorKind, StreamError},
+    region::{self, RegionChoice},
+    request::{self, CanonicalRequest},
+    routes::Endpoints,
+    stream::{Route, StreamHandle, Timeouts, UpstreamRequest},
+};
+
+/// Connect timeout for every upstream request.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options a host (or a test) may inject; defaults are the process environment, the system
+/// clock and the AWS default credential chain.
+#[derive(Clone)]
+pub struct ProviderOptions {
+    /// Environment reader.
+    pub env: EnvReader,
+    /// Clock.
+    pub clock: SharedClock,
+    /// Credentials provider overriding the AWS default chain.
+    pub credentials: Option<SharedCredentialsProvider>,
+    /// Stream timeouts.
+    pub timeouts: Timeouts,
+    /// Worker threads of the instance's runtime.
+    pub worker_threads: usize,
+}
+
+impl Default for ProviderOptions {
+    fn default() -> Self {
+        ProviderOptions {
+            env: crate::auth::process_env(),
+            clock: Arc::new(SystemClock),
+            credentials: None,
+            timeouts: Timeouts::default(),
+            worker_threads: 2,
+        }
+    }
+}
+
+/// Why a provider could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// Bad config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Runtime or HTTP client could not start.
+    #[error("cannot start the provider: {0}")]
+    Startup(String),
+}
+
+/// The catalog result: the outcome, and the provider entry when there is one.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogResult {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The merged provider, or `None` when skipped with nothing to serve.
+    pub provider: Option<ProviderEntry>,
+}
+
+/// The async core shared by the runtime tasks.
+pub struct Core {
+    plugin: PluginConfig,
+    config: ProviderConfig,
+    region: RegionChoice,
+    endpoints: Endpoints,
+    /// Cache key part: the region, or the base URL when one is configured.
+    endpoint_key: String,
+    auth: Auth,
+    http: reqwest::Client,
+    clock: SharedClock,
+    cache: DiscoveryCache,
+    timeouts: Timeouts,
+}
+
+/// A provider instance with its own runtime.
+pub struct Provider {
+    runtime: Option<tokio::runtime::Runtime>,
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("endpoint", &self.core.endpoint_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// Creates a provider from the plugin and provider config texts (JSON5; empty = defaults).
+    pub fn new(
+        plugin_config: &str,
+        provider_config: &str,
+        options: ProviderOptions,
+    ) -> Result<Self, CreateError> {
+        let plugin = PluginConfig::parse(plugin_config)?;
+        let config = ProviderConfig::parse(provider_config)?;
+        let env = options.env.clone();
+        let region = region::resolve(config.region.as_deref(), |k| env(k));
+        let region_name = match &region {
+            RegionChoice::Supported(r, _) | RegionChoice::Unsupported(r, _) => r.clone(),
+            RegionChoice::Malformed(r, source) if *source != region::RegionSource::Config => {
+                // A malformed AWS_REGION is refused like a malformed config value, naming its source.
+                return Err(ConfigError {
+                    context: "environment",
+                    message: format!("{source:?} region {r:?} is not a region name (expected something like \"us-east-1\")"),
+                }
+                .into());
+            }
+            RegionChoice::Malformed(r, _) => r.clone(),
+        };
+        let endpoints = Endpoints::new(config.base_url.as_deref(), &region_name);
+        let endpoint_key = match &config.base_url {
+            Some(_) => endpoints.openai_base.clone(),
+            None => region_name.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.worker_threads.max(1))
+            .thread_name("mantle-provider")
+            .enable_all()
+            .build()
+            .map_err(|e| CreateError::Startup(format!("runtime: {e}")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| CreateError::Startup(format!("HTTP client: {e}")))?;
+        let auth = Auth::new(
+            config.api_key.clone(),
+            &region_name,
+            options.env,
+            options.clock.clone(),
+            options.credentials,
+        );
+        let core = Core {
+            plugin,
+            config,
+            region,
+            endpoints,
+            endpoint_key,
+            auth,
+            http,
+            clock: options.clock,
+            cache: DiscoveryCache::default(),
+            timeouts: options.timeouts,
+        };
+        Ok(Provider {
+            runtime: Some(runtime),
+            core: Arc::new(core),
+        })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("runtime lives until drop")
+    }
+
+    /// The async core.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The runtime handle.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt().handle().clone()
+    }
+
+    /// Discovery + merge (blocking the calling thread; call from a host thread).
+    pub fn catalog(&self) -> CatalogResult {
+        let core = self.core.clone();
+        self.rt().block_on(async move { core.catalog().await })
+    }
+
+    /// The bearer token the provider would use now.
+    pub fn bearer_token(&self) -> Result<ResolvedToken, crate::auth::AuthError> {
+        let core = self.core.clone();
+        self.rt().block_on(async move { core.auth.resolve().await })
+    }
+
+    /// Starts a stream for a canonical request. Request errors are returned at once; upstream
+    /// failures arrive as the stream's terminal error event.
+    pub fn start_stream(&self, request_json: &str) -> Result<StreamHandle, String> {
+        let request = CanonicalRequest::parse(request_json)?;
+        let core = self.core.clone();
+        let handle = self.handle();
+        let prepared = self
+            .rt()
+            .block_on(async move { core.prepare(&request).await });
+        Ok(match prepared {
+            Ok(upstream) => StreamHandle::start(&handle, self.core.http.clone(), upstream),
+            Err(e) => StreamHandle::failed(&handle, e),
+        })
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            // Never block a host thread on in-flight tasks; they are aborted.
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Core {
+    fn token_marker(&self, source: Option<&TokenSource>) -> String {
+        match source {
+            Some(s) => s.catalog_api_key(),
+            None => IAM_MARKER.to_string(),
+        }
+    }
+
+    fn user_models(&self) -> Option<&Vec<crate::config::ModelConfig>> {
+        self.config.models.as_ref().filter(|m| !m.is_empty())
+    }
+
+    fn entry(&self, rows: Vec<ModelRow>, source: Option<&TokenSource>) -> ProviderEntry {
+        let implicit = catalog::implicit_provider(
+            &self.endpoints.openai_base,
+            self.token_marker(source),
+            rows,
+        );
+        catalog::merge(implicit, &self.config, self.clock.now())
+    }
+
+    /// Manual models only (discovery skipped): a provider when the user listed models.
+    fn manual_only(&self, outcome: Outcome) -> CatalogResult {
+        let provider = self.user_models().map(|_| {
+            self.entry(
+                Vec::new(),
+                self.auth.explicit_token().as_ref().map(|t| &t.source),
+            )
+        });
+        CatalogResult { outcome, provider }
+    }
+
+    /// Runs discovery (or serves the cache) and merges with the user config.
+    pub async fn catalog(&self) -> CatalogResult {
+        if !self.plugin.discovery.enabled {
+            return self.manual_only(Outcome::skipped("disabled", None));
+        }
+        match &self.region {
+            RegionChoice::Supported(..) => {}
+            RegionChoice::Unsupported(r, _) | RegionChoice::Malformed(r, _)
+                if self.config.base_url.is_none() =>
+            {
+                return self.manual_only(Outcome::skipped(
+                    "unsupported-region",
+                    Some(format!("Mantle is not served in {r}")),
+                ));
+            }
+            _ => {}
+        }
+        let token = match self.auth.resolve().await {
+            Ok(t) => t,
+            Err(e) => return self.manual_only(Outcome::skipped(e.reason(), Some(e.to_string()))),
+        };
+        let now = self.clock.now();
+        let (rows, outcome) = if let Some(rows) =
+            self.cache.fresh(&self.endpoint_key, &token.identity, now)
+        {
+            (
+                rows,
+                Outcome::Ready {
+                    source: "cache".into(),
+                },
+            )
+        } else {
+            match discovery::fetch_ids(&self.http, &self.endpoints.models_url(), &token.token).await
+            {
+                Ok(ids) => {
+                    let rows = catalog::build_catalog(&ids, self.clock.now());
+                    self.cache.store(
+                        &self.endpoint_key,
+                        &token.identity,
+                        rows.clone(),
+                        self.clock.now(),
+                    );
+                    (
+                        rows,
+                        Outcome::Ready {
+                            source: "discovery".into(),
+                        },
+                    )
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %self.endpoint_key, error = %e, "Mantle discovery failed");
+                    match self.cache.last_good(&self.endpoint_key, &token.identity) {
+                        Some(rows) if !rows.is_empty() => (
+                            rows,
+                            Outcome::Ready {
+                                source: "stale-cache".into(),
+                            },
+                        ),
+                        _ => return self.failed_catalog(e.outcome(), &token),
+                    }
+                }
+            }
+        };
+        if rows.is_empty() && self.user_models().is_none() {
+            return CatalogResult {
+                outcome: Outcome::skipped("empty", Some("discovery returned no models".into())),
+                provider: None,
+            };
+        }
+        let outcome = if rows.is_empty() {
+            Outcome::Ready {
+                source: "config".into(),
+            }
+        } else {
+            outcome
+        };
+        CatalogResult {
+            outcome,
+            provider: Some(self.entry(rows, Some(&token.source))),
+        }
+    }
+
+    fn failed_catalog(&self, outcome: Outcome, token: &ResolvedToken) -> CatalogResult {
+        let provider = self
+            .user_models()
+            .map(|_| self.entry(Vec::new(), Some(&token.source)));
+        CatalogResult { outcome, provider }
+    }
+
+    /// The bearer token (async).
+    pub async fn bearer_token(&self) -> Result<ResolvedToken, crate::auth::AuthError> {
+        self.auth.resolve().await
+    }
+
+    /// The row describing a model id: user config, cached catalog, curated or defaults.
+    fn model_row(&self, id: &str) -> ModelRow {
+        let now = self.clock.now();
+        if let Some(models) = self.user_models() {
+            if let Some(m) = models.iter().find(|m| m.id == id) {
+                return catalog::user_row(m, now);
+            }
+        }
+        for (_, _, cached) in self.cache.export() {
+            if let Some(row) = cached.rows.into_iter().find(|r| r.id == id) {
+                return row;
+            }
+        }
+        catalog::claude_rows(now)
+            .into_iter()
+            .find(|r| r.id == id)
+            .unwrap_or_else(|| catalog::discovered_row(id))
+    }
+
+    /// Builds the upstream request: route, URL, headers, body, token.
+    pub async fn prepare(&self, req: &CanonicalRequest) -> Result<UpstreamRequest, StreamError> {
+        let model = self.model_row(&req.model);
+        let api = model
+            .api
+            .clone()
+            .or_else(|| self.config.api.clone())
+            .unwrap_or_else(|| API_OPENAI_COMPLETIONS.into());
+        let token = self
+            .auth
+            .resolve()
+            .await
+            .map_err(|e| StreamError::new(ErrorKind::Auth, None, e.to_string()))?;
+        let mut headers: Vec<(String, String)> = Vec::new();
+        let (route, url, body) = match api.as_str() {
+            API_ANTHROPIC_MESSAGES => {
+                let provider_headers = self.config.headers.clone().unwrap_or_default();
+                let mut model_headers = provider_headers;
+                model_headers.extend(model.headers.clone().unwrap_or_default());
+                headers = request::anthropic_headers(Some(&model_headers), &req.headers);
+                (
+                    Route::Anthropic,
+                    self.endpoints.anthropic_messages_url(),
+                    request::anthropic_body(req, &model),
+                )
+            }
+            API_OPENAI_RESPONSES => {
+                return Err(StreamError::new(
+                    ErrorKind::BadRequest,
+                    None,
+                    "the openai-responses surface is not supported yet",
+                ))
+            }
+            _ => {
+                request::set_header(&mut headers, "accept".into(), "text/event-stream".into());
+                let later = self
+                    .config
+                    .headers
+                    .iter()
+                    .flatten()
+                    .chain(model.headers.iter().flatten());
+                for (k, v) in later
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .chain(req.headers.iter().cloned())
+                {
+                    request::set_header(&mut headers, k, v);
+                }
+                (
+                    Route::OpenAi,
+                    self.endpoints.chat_completions_url(),
+                    request::openai_body(req, &model),
+                )
+            }
+        };
+        // Nobody may override the bearer token or send it as an Anthropic API key.
+        headers.retain(|(k, _)| {
+            !k.eq_ignore_ascii_case("authorization") && !k.eq_ignore_ascii_case("x-api-key")
+        });
+        Ok(UpstreamRequest {
+            route,
+            url,
+            headers,
+            body,
+            token: token.token,
+            include_raw: req.include_raw,
+            max_retry_delay: Duration::from_millis(req.max_retry_delay_ms),
+            timeouts: self.timeouts,
+        })
+    }
+
+    /// The discovery cache (state handover).
+    pub fn discovery_cache(&self) -> &DiscoveryCache {
+        &self.cache
+    }
+}

@@ -1,0 +1,142 @@
+//! URLs for each route, derived from the region or a configured `baseUrl` (spec §1, §5).
+
+use reqwest::Url;
+
+/// Mantle origin for a region.
+pub fn origin_for_region(region: &str) -> String {
+    format!("https://bedrock-mantle.{region}.api.aws")
+}
+
+/// Checks a configured `baseUrl`: absolute, `https`, or `http` to a loopback host only.
+pub fn validate_base_url(raw: &str) -> Result<(), String> {
+    let url =
+        Url::parse(raw.trim()).map_err(|e| format!("{raw:?} is not an absolute URL ({e})"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(&url) => Ok(()),
+        "http" => Err(format!(
+            "{raw:?} must use https (plain http is allowed for loopback hosts only)"
+        )),
+        other => Err(format!("{raw:?} has scheme {other:?}; expected https")),
+    }
+    .and_then(|_| {
+        if url.host_str().is_some() {
+            Ok(())
+        } else {
+            Err(format!("{raw:?} has no host"))
+        }
+    })
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// The resolved endpoints of one provider instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// OpenAI-compatible base (`{origin}/v1`), also the catalog's `baseUrl`.
+    pub openai_base: String,
+}
+
+impl Endpoints {
+    /// Endpoints from a `baseUrl` override or the region's origin.
+    ///
+    /// A `baseUrl` with no path (an origin) gets `/v1` appended; one with a path is taken as the
+    /// OpenAI-compatible base as given (trailing `/` removed).
+    pub fn new(base_url: Option<&str>, region: &str) -> Self {
+        let openai_base = match base_url.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(raw) => {
+                let trimmed = raw.trim_end_matches('/');
+                match Url::parse(trimmed) {
+                    Ok(u) if u.path() == "/" || u.path().is_empty() => format!("{trimmed}/v1"),
+                    _ => trimmed.to_string(),
+                }
+            }
+            None => format!("{}/v1", origin_for_region(region)),
+        };
+        Endpoints { openai_base }
+    }
+
+    /// `GET` discovery URL.
+    pub fn models_url(&self) -> String {
+        format!("{}/models", self.openai_base)
+    }
+
+    /// OpenAI Chat Completions URL.
+    pub fn chat_completions_url(&self) -> String {
+        format!("{}/chat/completions", self.openai_base)
+    }
+
+    /// Anthropic Messages URL by the rewrite rule of spec §5.
+    pub fn anthropic_messages_url(&self) -> String {
+        format!("{}/v1/messages", anthropic_base(&self.openai_base))
+    }
+}
+
+/// The Anthropic base: trailing `/` removed; ends with `/anthropic` kept; ends with `/v1`
+/// replaced by `/anthropic`; else `/anthropic` appended.
+pub fn anthropic_base(provider_base: &str) -> String {
+    let base = provider_base.trim_end_matches('/');
+    if base.ends_with("/anthropic") {
+        base.to_string()
+    } else if let Some(stem) = base.strip_suffix("/v1") {
+        format!("{stem}/anthropic")
+    } else {
+        format!("{base}/anthropic")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_endpoints() {
+        let e = Endpoints::new(None, "eu-west-1");
+        assert_eq!(e.openai_base, "https://bedrock-mantle.eu-west-1.api.aws/v1");
+        assert_eq!(
+            e.models_url(),
+            "https://bedrock-mantle.eu-west-1.api.aws/v1/models"
+        );
+        assert_eq!(
+            e.chat_completions_url(),
+            "https://bedrock-mantle.eu-west-1.api.aws/v1/chat/completions"
+        );
+        assert_eq!(
+            e.anthropic_messages_url(),
+            "https://bedrock-mantle.eu-west-1.api.aws/anthropic/v1/messages"
+        );
+    }
+
+    #[test]
+    fn anthropic_rewrite_rule() {
+        assert_eq!(
+            anthropic_base("https://h/anthropic/"),
+            "https://h/anthropic"
+        );
+        assert_eq!(anthropic_base("https://h/v1/"), "https://h/anthropic");
+        assert_eq!(
+            anthropic_base("https://h/proxy"),
+            "https://h/proxy/anthropic"
+        );
+    }
+
+    #[test]
+    fn base_url_override() {
+        let e = Endpoints::new(Some("http://127.0.0.1:9/v1/"), "us-east-1");
+        assert_eq!(e.openai_base, "http://127.0.0.1:9/v1");
+        let e = Endpoints::new(Some("https://vpce.example.com"), "us-east-1");
+        assert_eq!(e.openai_base, "https://vpce.example.com/v1");
+        assert!(validate_base_url("http://localhost:8080/v1").is_ok());
+        assert!(validate_base_url("http://[::1]:8080/v1").is_ok());
+        assert!(validate_base_url("http://10.0.0.1/v1").is_err());
+        assert!(validate_base_url("ftp://127.0.0.1/").is_err());
+        assert!(validate_base_url("not a url").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! The normalized event stream both routes produce (spec §6).
+
+use serde::{Deserialize, Serialize};
+
+use crate::errors::StreamError;
+
+/// Why the model stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Natural end or stop sequence.
+    Stop,
+    /// Max tokens reached.
+    Length,
+    /// The model wants tool results.
+    ToolUse,
+    /// Filtered or refused.
+    ContentFilter,
+    /// Anything else.
+    Other,
+}
+
+/// Token usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens (excluding cache reads/writes on the Anthropic route).
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// Cache-read input tokens.
+    pub cache_read: u64,
+    /// Cache-write input tokens.
+    pub cache_write: u64,
+    /// Reasoning tokens when reported.
+    pub reasoning: u64,
+}
+
+/// One normalized event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// The upstream accepted the request.
+    Start {
+        /// Upstream message id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Model as the upstream reports it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+    },
+    /// Assistant text.
+    TextDelta {
+        /// The delta.
+        text: String,
+    },
+    /// Reasoning text (and/or its signature).
+    ReasoningDelta {
+        /// The delta (may be empty when only a signature arrives).
+        text: String,
+        /// Anthropic thinking signature, kept for multi-turn use.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+    },
+    /// A tool call begins.
+    ToolCallStart {
+        /// Position of the call in the message.
+        index: u32,
+        /// Call id.
+        id: String,
+        /// Tool name.
+        name: String,
+    },
+    /// A fragment of a tool call's JSON arguments.
+    ToolCallDelta {
+        /// Position of the call.
+        index: u32,
+        /// The fragment.
+        arguments: String,
+    },
+    /// A tool call's arguments are complete.
+    ToolCallEnd {
+        /// Position of the call.
+        index: u32,
+    },
+    /// Token usage.
+    Usage(Usage),
+    /// Terminal: finished.
+    Done {
+        /// Why.
+        stop_reason: StopReason,
+    },
+    /// Terminal: failed.
+    Error(StreamError),
+}
+
+impl StreamEvent {
+    /// Done or Error.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, StreamEvent::Done { .. } | StreamEvent::Error(_))
+    }
+
+    /// The text this event carries (text, reasoning, tool arguments), else "".
+    pub fn text(&self) -> &str {
+        match self {
+            StreamEvent::TextDelta { text } | StreamEvent::ReasoningDelta { text, .. } => text,
+            StreamEvent::ToolCallDelta { arguments, .. } => arguments,
+            _ => "",
+        }
+    }
+
+    /// The ABI kind.
+    pub fn kind(&self) -> mantle_abi::EventKind {
+        use mantle_abi::EventKind as K;
+        match self {
+            StreamEvent::Start { .. } => K::Start,
+            StreamEvent::TextDelta { .. } => K::TextDelta,
+            StreamEvent::ReasoningDelta { .. } => K::ReasoningDelta,
+            StreamEvent::ToolCallStart { .. } => K::ToolCallStart,
+            StreamEvent::ToolCallDelta { .. } => K::ToolCallDelta,
+            StreamEvent::ToolCallEnd { .. } => K::ToolCallEnd,
+            StreamEvent::Usage(_) => K::Usage,
+            StreamEvent::Done { .. } => K::Done,
+            StreamEvent::Error(_) => K::Error,
+        }
+    }
+}
+
+/// An event plus, when asked for, the upstream `data:` payload that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    /// The normalized event.
+    pub event: StreamEvent,
+    /// Raw upstream payload.
+    pub raw: Option<std::sync::Arc<str>>,
+}

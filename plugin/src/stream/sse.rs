@@ -1,0 +1,218 @@
+//! An incremental Server-Sent Events parser with bounded memory.
+//!
+//! Bytes are fed as they arrive; complete events come out. Lines end with LF, CRLF or CR (a CR
+//! at the end of a read waits for the next byte). `data:` lines of one event are joined with
+//! `\n`; comment lines (`:`) are ignored; `event:` names the event. A line or an event larger
+//! than the limit is an error instead of unbounded growth.
+
+/// Default limit for one line or one event's data.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// One parsed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field, if any.
+    pub event: Option<String>,
+    /// The joined `data:` lines.
+    pub data: String,
+}
+
+/// Why parsing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    /// A line or event exceeded the limit.
+    #[error("SSE line or event exceeds {0} bytes")]
+    TooLarge(usize),
+    /// A line was not UTF-8.
+    #[error("SSE line is not valid UTF-8")]
+    Utf8,
+}
+
+/// The parser state.
+#[derive(Debug)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    event: Option<String>,
+    data: String,
+    has_data: bool,
+    max: usize,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_EVENT_BYTES)
+    }
+}
+
+impl SseParser {
+    /// A parser with a size limit for lines and events.
+    pub fn new(max: usize) -> Self {
+        SseParser {
+            buf: Vec::new(),
+            event: None,
+            data: String::new(),
+            has_data: false,
+            max,
+        }
+    }
+
+    /// Feeds bytes; appends complete events to `out`.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        self.buf.extend_from_slice(bytes);
+        let mut start = 0;
+        let mut i = 0;
+        while i < self.buf.len() {
+            let b = self.buf[i];
+            if b == b'\n' || b == b'\r' {
+                let line_end = i;
+                if b == b'\r' {
+                    if i + 1 == self.buf.len() {
+                        break; // CR at the end: wait to see whether LF follows.
+                    }
+                    if self.buf[i + 1] == b'\n' {
+                        i += 1;
+                    }
+                }
+                let line = std::str::from_utf8(&self.buf[start..line_end])
+                    .map_err(|_| SseError::Utf8)?
+                    .to_string();
+                self.line(&line, out)?;
+                start = i + 1;
+            }
+            i += 1;
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > self.max {
+            return Err(SseError::TooLarge(self.max));
+        }
+        Ok(())
+    }
+
+    /// Ends the input: a final event without its blank line is still delivered.
+    pub fn finish(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if !self.buf.is_empty() {
+            let rest = std::mem::take(&mut self.buf);
+            let line = std::str::from_utf8(&rest)
+                .map_err(|_| SseError::Utf8)?
+                .trim_end_matches('\r')
+                .to_string();
+            self.line(&line, out)?;
+        }
+        self.dispatch(out);
+        Ok(())
+    }
+
+    fn line(&mut self, line: &str, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if line.is_empty() {
+            self.dispatch(out);
+            return Ok(());
+        }
+        if line.starts_with(':') {
+            return Ok(());
+        }
+        let (field, value) = match line.find(':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+            }
+            None => (line, ""),
+        };
+        match field {
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+                if self.data.len() > self.max {
+                    return Err(SseError::TooLarge(self.max));
+                }
+            }
+            "event" => self.event = Some(value.to_string()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
+        if self.has_data {
+            out.push(SseEvent {
+                event: self.event.take(),
+                data: std::mem::take(&mut self.data),
+            });
+        }
+        self.event = None;
+        self.has_data = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_in_pieces(input: &[u8], piece: usize) -> Vec<SseEvent> {
+        let mut p = SseParser::default();
+        let mut out = Vec::new();
+        for chunk in input.chunks(piece) {
+            p.feed(chunk, &mut out).unwrap();
+        }
+        p.finish(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn split_reads_crlf_comments_multiline_and_done() {
+        let input = b": keep-alive\r\nevent: message_start\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\ndata: x\rdata: y\r\rdata: [DONE]\n\n";
+        for piece in 1..input.len() {
+            let out = parse_in_pieces(input, piece);
+            assert_eq!(
+                out,
+                vec![
+                    SseEvent {
+                        event: Some("message_start".into()),
+                        data: "{\"a\":\n1}".into()
+                    },
+                    SseEvent {
+                        event: None,
+                        data: "x\ny".into()
+                    },
+                    SseEvent {
+                        event: None,
+                        data: "[DONE]".into()
+                    },
+                ],
+                "piece size {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn final_event_without_blank_line() {
+        assert_eq!(
+            parse_in_pieces(b"data: last", 3),
+            vec![SseEvent {
+                event: None,
+                data: "last".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn oversized_line_or_event_is_an_error() {
+        let mut p = SseParser::new(16);
+        let mut out = Vec::new();
+        assert_eq!(p.feed(&[b'a'; 17], &mut out), Err(SseError::TooLarge(16)));
+        let mut p = SseParser::new(16);
+        let r = p.feed(b"data: 0123456789\ndata: 0123456789\n", &mut out);
+        assert_eq!(r, Err(SseError::TooLarge(16)));
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        let mut p = SseParser::default();
+        assert_eq!(
+            p.feed(b"data: \xff\n", &mut Vec::new()),
+            Err(SseError::Utf8)
+        );
+    }
+}

@@ -1,0 +1,579 @@
+//! A local Mantle-compatible server for tests, benchmarks and the demo.
+//!
+//! It speaks the three routes the provider uses: `GET /v1/models`,
+//! `POST /v1/chat/completions` (OpenAI SSE) and `POST /anthropic/v1/messages` (Anthropic SSE).
+//! It checks `Authorization: Bearer <token>` (401 on a wrong or missing token, and on a request
+//! that only carries `x-api-key`), records every request for assertions, and plays scripted
+//! replies with fault injection: status codes, delays, stalls, disconnects mid-stream,
+//! malformed chunks and oversized bodies. It binds loopback only, port 0 by default.
+//!
+//! With no script queued, chat routes answer `echo: <last user text>` as a well-formed stream,
+//! so concurrent tests can check every stream got its own text back.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, Uri},
+    response::Response,
+    Router,
+};
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// Which upstream route a script applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `GET /v1/models`
+    Models,
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `POST /anthropic/v1/messages`
+    AnthropicMessages,
+}
+
+/// One step of a scripted streaming body.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Send these bytes as one chunk.
+    Bytes(Vec<u8>),
+    /// Wait before the next step.
+    Sleep(Duration),
+    /// Never send anything again (the connection stays open).
+    Stall,
+    /// Abort the connection mid-body.
+    Disconnect,
+}
+
+/// A scripted reply.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A status with a body and extra headers (e.g. `retry-after`).
+    Status {
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
+    /// A 200 streaming body played step by step, with the given content type.
+    Stream {
+        content_type: String,
+        steps: Vec<Step>,
+    },
+    /// Wait before answering at all (delays the first byte, headers included).
+    Delayed(Duration, Box<Reply>),
+}
+
+impl Reply {
+    /// A status reply with a JSON or text body.
+    pub fn status(status: u16, body: impl Into<String>) -> Self {
+        Reply::Status {
+            status,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A 200 JSON reply.
+    pub fn json(value: &Value) -> Self {
+        Reply::Status {
+            status: 200,
+            body: value.to_string(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// An SSE reply from steps.
+    pub fn sse(steps: Vec<Step>) -> Self {
+        Reply::Stream {
+            content_type: "text/event-stream".into(),
+            steps,
+        }
+    }
+}
+
+/// A request as the server received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers in wire order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Raw body.
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    /// The first value of a header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON (Null when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    token: Mutex<Option<String>>,
+    models: Mutex<Vec<Value>>,
+    scripts: Mutex<Vec<(Route, VecDeque<Reply>)>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    body_drops: AtomicUsize,
+    body_drop_notify: tokio::sync::Notify,
+}
+
+/// A running local server. Dropping it stops the server.
+pub struct MockMantle {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Model ids served by default: a few open-weight models and Claude ids.
+pub const DEFAULT_MODELS: &[&str] = &[
+    "openai.gpt-oss-120b",
+    "openai.gpt-oss-20b",
+    "qwen.qwen3-32b",
+    "deepseek.r1",
+    "anthropic.claude-opus-4-7",
+];
+
+impl MockMantle {
+    /// Starts a server on `127.0.0.1:0` in its own thread and runtime, requiring `token`
+    /// (`None` accepts any bearer token but still refuses a request without one).
+    pub fn start(token: Option<&str>) -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse().expect("static address"), token)
+    }
+
+    /// Starts a server on a given loopback address.
+    pub fn start_on(addr: SocketAddr, token: Option<&str>) -> std::io::Result<Self> {
+        if !addr.ip().is_loopback() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the mock server binds loopback addresses only",
+            ));
+        }
+        let inner = Arc::new(Inner::default());
+        *inner.token.lock().unwrap() = token.map(str::to_string);
+        *inner.models.lock().unwrap() = DEFAULT_MODELS
+            .iter()
+            .map(|id| json!({"id": id, "object": "model"}))
+            .collect();
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app_inner = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("mock-mantle".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("mock server runtime");
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(std_listener).expect("listener");
+                    let app = Router::new().fallback(handle).with_state(app_inner);
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+                rt.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        Ok(MockMantle {
+            addr,
+            inner,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (use as the provider's `baseUrl` origin).
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/v1`, the OpenAI-compatible base.
+    pub fn base_url(&self) -> String {
+        format!("{}/v1", self.origin())
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Changes the accepted bearer token.
+    pub fn set_token(&self, token: Option<&str>) {
+        *self.inner.token.lock().unwrap() = token.map(str::to_string);
+    }
+
+    /// Replaces the rows served by `GET /v1/models`.
+    pub fn set_models(&self, rows: Vec<Value>) {
+        *self.inner.models.lock().unwrap() = rows;
+    }
+
+    /// Queues a scripted reply for the next request on `route` (FIFO per route).
+    pub fn push(&self, route: Route, reply: Reply) {
+        let mut scripts = self.inner.scripts.lock().unwrap();
+        match scripts.iter_mut().find(|(r, _)| *r == route) {
+            Some((_, queue)) => queue.push_back(reply),
+            None => scripts.push((route, VecDeque::from([reply]))),
+        }
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.inner.requests.lock().unwrap().clone()
+    }
+
+    /// Requests received on one path.
+    pub fn requests_to(&self, path: &str) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    /// Forgets recorded requests.
+    pub fn clear_requests(&self) {
+        self.inner.requests.lock().unwrap().clear();
+    }
+
+    /// How many streaming bodies were dropped before they finished (client went away).
+    pub fn aborted_bodies(&self) -> usize {
+        self.inner.body_drops.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` streaming bodies were dropped early, or the timeout passes.
+    pub fn wait_aborted_bodies(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.aborted_bodies() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.aborted_bodies() >= n
+    }
+}
+
+impl Drop for MockMantle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn next_script(inner: &Inner, route: Route) -> Option<Reply> {
+    let mut scripts = inner.scripts.lock().unwrap();
+    scripts
+        .iter_mut()
+        .find(|(r, _)| *r == route)
+        .and_then(|(_, q)| q.pop_front())
+}
+
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let recorded = RecordedRequest {
+        method: method.to_string(),
+        path: uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    inner.requests.lock().unwrap().push(recorded.clone());
+
+    let route = match (method.as_str(), uri.path()) {
+        ("GET", "/v1/models") => Route::Models,
+        ("POST", "/v1/chat/completions") => Route::ChatCompletions,
+        ("POST", "/anthropic/v1/messages") => Route::AnthropicMessages,
+        _ => {
+            return plain(
+                404,
+                &json!({"error": {"message": "no such route", "type": "not_found"}}).to_string(),
+            )
+        }
+    };
+
+    if let Some(rejection) = check_auth(&inner, &recorded) {
+        return rejection;
+    }
+
+    let reply = match next_script(&inner, route) {
+        Some(reply) => reply,
+        None => default_reply(&inner, route, &recorded.json()),
+    };
+    play(inner, reply).await
+}
+
+fn check_auth(inner: &Inner, req: &RecordedRequest) -> Option<Response> {
+    let expected = inner.token.lock().unwrap().clone();
+    let bearer = req
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = match (bearer, expected) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(got), Some(want)) => got == want,
+    };
+    if ok {
+        return None;
+    }
+    let why = if bearer.is_none() && req.header("x-api-key").is_some() {
+        "x-api-key is not accepted; send Authorization: Bearer"
+    } else {
+        "invalid or missing bearer token"
+    };
+    Some(plain(
+        401,
+        &json!({"error": {"message": why, "type": "authentication_error"}}).to_string(),
+    ))
+}
+
+fn plain(status: u16, body: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("static response")
+}
+
+fn default_reply(inner: &Inner, route: Route, request: &Value) -> Reply {
+    match route {
+        Route::Models => {
+            let rows = inner.models.lock().unwrap().clone();
+            Reply::json(&json!({"object": "list", "data": rows}))
+        }
+        Route::ChatCompletions => {
+            let model = request["model"].as_str().unwrap_or("unknown");
+            Reply::sse(openai_text_stream(model, &echo_text(request), 8))
+        }
+        Route::AnthropicMessages => {
+            let model = request["model"].as_str().unwrap_or("unknown");
+            Reply::sse(anthropic_text_stream(model, &echo_text(request), 8))
+        }
+    }
+}
+
+/// `echo: <text of the last user message>` for either request shape.
+pub fn echo_text(request: &Value) -> String {
+    let last_user = request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let text = match &last_user["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    };
+    format!("echo: {text}")
+}
+
+fn split_chars(text: &str, chunk_chars: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(chunk_chars.max(1))
+        .map(|c| c.iter().collect())
+        .collect()
+}
+
+/// An SSE `data:` event with a trailing blank line.
+pub fn sse_data(payload: &Value) -> Step {
+    Step::Bytes(format!("data: {payload}\n\n").into_bytes())
+}
+
+/// A complete OpenAI Chat Completions stream that says `text`, split every `chunk_chars`.
+pub fn openai_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec<Step> {
+    let mut steps = vec![sse_data(&json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]
+    }))];
+    for piece in split_chars(text, chunk_chars) {
+        steps.push(sse_data(&json!({
+            "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]
+        })));
+    }
+    steps.push(sse_data(&json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    })));
+    steps.push(sse_data(&json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model, "choices": [],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    })));
+    steps.push(Step::Bytes(b"data: [DONE]\n\n".to_vec()));
+    steps
+}
+
+/// An Anthropic SSE event (`event:` line plus `data:` line).
+pub fn anthropic_event(event: &str, payload: &Value) -> Step {
+    Step::Bytes(format!("event: {event}\ndata: {payload}\n\n").into_bytes())
+}
+
+/// A complete Anthropic Messages stream that says `text`, split every `chunk_chars`.
+pub fn anthropic_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec<Step> {
+    let mut steps = vec![
+        anthropic_event(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant",
+                "model": model, "content": [], "stop_reason": null,
+                "usage": {"input_tokens": 12, "output_tokens": 1, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2}}}),
+        ),
+        anthropic_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        anthropic_event("ping", &json!({"type": "ping"})),
+    ];
+    for piece in split_chars(text, chunk_chars) {
+        steps.push(anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+        ));
+    }
+    steps.push(anthropic_event(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
+    steps.push(anthropic_event(
+        "message_delta",
+        &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 9}}),
+    ));
+    steps.push(anthropic_event(
+        "message_stop",
+        &json!({"type": "message_stop"}),
+    ));
+    steps
+}
+
+/// Counts a body as aborted when it is dropped before its last step was sent.
+struct DropGuard {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.inner.body_drops.fetch_add(1, Ordering::SeqCst);
+            self.inner.body_drop_notify.notify_waiters();
+        }
+    }
+}
+
+async fn play(inner: Arc<Inner>, reply: Reply) -> Response {
+    let mut reply = reply;
+    while let Reply::Delayed(delay, next) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *next;
+    }
+    match reply {
+        Reply::Status {
+            status,
+            body,
+            headers,
+        } => {
+            let mut builder = Response::builder()
+                .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+                .header("content-type", "application/json");
+            for (k, v) in headers {
+                builder = builder.header(k, v);
+            }
+            builder.body(Body::from(body)).expect("scripted response")
+        }
+        Reply::Stream {
+            content_type,
+            steps,
+        } => {
+            let guard = DropGuard {
+                inner,
+                finished: false,
+            };
+            let state = (VecDeque::from(steps), guard);
+            let body_stream = stream::unfold(state, |(mut steps, mut guard)| async move {
+                loop {
+                    match steps.pop_front() {
+                        None => {
+                            guard.finished = true;
+                            drop(guard);
+                            return None;
+                        }
+                        Some(Step::Bytes(b)) => {
+                            return Some((
+                                Ok::<Bytes, std::io::Error>(Bytes::from(b)),
+                                (steps, guard),
+                            ))
+                        }
+                        Some(Step::Sleep(d)) => tokio::time::sleep(d).await,
+                        Some(Step::Stall) => std::future::pending::<()>().await,
+                        Some(Step::Disconnect) => {
+                            guard.finished = true;
+                            return Some((
+                                Err(std::io::Error::new(
+                                    std::io::ErrorKind::ConnectionAborted,
+                                    "scripted disconnect",
+                                )),
+                                (steps, guard),
+                            ));
+                        }
+                    }
+                }
+            })
+            .boxed();
+            Response::builder()
+                .status(200)
+                .header("content-type", content_type)
+                .header("cache-control", "no-cache")
+                .body(Body::from_stream(body_stream))
+                .expect("stream response")
+        }
+        Reply::Delayed(..) => unreachable!("delays are unwrapped above"),
+    }
+}
