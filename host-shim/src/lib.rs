@@ -1,1 +1,460 @@
+//! Loads the Mantle provider plugin, checks its ABI, and exposes a safe Rust API over it.
+//!
+//! Loading never uses `RootModule::load_from_file` (it caches one module per type for the
+//! whole process, so a second version would silently be the first). Each load copies the file
+//! to a unique path (`dlopen` of a path already loaded returns the old handle), opens it with
+//! `libloading`, and initialises the root module with `LibHeader::init_root_module`, which
+//! checks the ABI without caching. A library is never unloaded: a Rust cdylib that ran a tokio
+//! runtime or has thread-local destructors cannot be `dlclose`d safely, so the mapping stays
+//! (its runtimes are shut down when its providers close).
 
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use abi_stable::{
+    library::{AbiHeaderRef, ROOT_MODULE_LOADER_NAME_WITH_NUL},
+    std_types::{RResult, RStr},
+};
+pub use mantle_abi::{ErrorCode, EventKind, FfiError, FfiEvent, FfiPoll};
+use mantle_abi::{MantleModuleRef, ABI_MAJOR, ABI_MINOR};
+
+/// Why a plugin file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read or copied.
+    #[error("cannot read plugin {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `dlopen` failed (not a shared library, missing symbols, wrong architecture).
+    #[error("cannot open plugin {path}: {detail}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The loader's message.
+        detail: String,
+    },
+    /// The library does not export an `abi_stable` root module.
+    #[error("{path} is not a Mantle provider plugin: {detail}")]
+    NotAPlugin {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The plugin's ABI does not match this host's.
+    #[error(
+        "plugin {path} is refused: incompatible ABI (host ABI {host_major}.{host_minor}): {detail}"
+    )]
+    AbiMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Host major.
+        host_major: u32,
+        /// Host minor.
+        host_minor: u32,
+        /// What differs.
+        detail: String,
+    },
+}
+
+/// Facts a plugin reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFacts {
+    /// Provider id.
+    pub provider_id: String,
+    /// Label.
+    pub label: String,
+    /// Crate version.
+    pub plugin_version: String,
+    /// Build tag (`MANTLE_BUILD_TAG` at build time).
+    pub build_tag: String,
+    /// ABI major.
+    pub abi_major: u32,
+    /// ABI minor.
+    pub abi_minor: u32,
+}
+
+/// A loaded plugin version. Never unloaded (see the crate docs).
+pub struct Plugin {
+    module: MantleModuleRef,
+    facts: PluginFacts,
+    source: PathBuf,
+    loaded_from: PathBuf,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("facts", &self.facts)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+static LOAD_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The platform's file name for the plugin (`libmantle_provider.so` on Linux).
+pub fn plugin_file_name() -> String {
+    format!(
+        "{}mantle_provider{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+fn unique_copy(source: &Path) -> Result<PathBuf, LoadError> {
+    let io = |e| LoadError::Io {
+        path: source.to_path_buf(),
+        source: e,
+    };
+    let dir = std::env::temp_dir().join(format!("mantle-host-shim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let n = LOAD_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let stem = source
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
+    let target = dir.join(format!("{stem}-{n}{}", std::env::consts::DLL_SUFFIX));
+    std::fs::copy(source, &target).map_err(io)?;
+    Ok(target)
+}
+
+impl Plugin {
+    /// Loads a plugin file: copies it to a unique path, opens it, checks its ABI.
+    pub fn load(path: impl AsRef<Path>) -> Result<Arc<Plugin>, LoadError> {
+        let source = path.as_ref().to_path_buf();
+        if !source.is_file() {
+            return Err(LoadError::Io {
+                path: source.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let loaded_from = unique_copy(&source)?;
+        // SAFETY: opening a library runs its initialisers. We only open files the operator put
+        // in place as provider plugins; the unique copy guarantees a fresh mapping.
+        let library =
+            unsafe { libloading::Library::new(&loaded_from) }.map_err(|e| LoadError::Open {
+                path: source.clone(),
+                detail: e.to_string(),
+            })?;
+        // SAFETY: abi_stable exports its header under this name as a static `AbiHeaderRef`;
+        // `upgrade` below checks that it really is an abi_stable header before using it.
+        let header_ref: AbiHeaderRef = unsafe {
+            match library.get::<AbiHeaderRef>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes()) {
+                Ok(symbol) => *symbol,
+                Err(e) => {
+                    return Err(LoadError::NotAPlugin {
+                        path: source,
+                        detail: format!("no abi_stable root module ({e})"),
+                    })
+                }
+            }
+        };
+        // The mapping is kept for the life of the process: never dlclose a Rust cdylib that ran
+        // tokio (see crate docs). Leaking the handle makes that explicit.
+        std::mem::forget(library);
+        let mismatch = |detail: String| LoadError::AbiMismatch {
+            path: source.clone(),
+            host_major: ABI_MAJOR,
+            host_minor: ABI_MINOR,
+            detail,
+        };
+        let header = header_ref
+            .upgrade()
+            .map_err(|e| mismatch(format!("abi_stable header: {e}")))?;
+        let module = header
+            .init_root_module::<MantleModuleRef>()
+            .map_err(|e| mismatch(one_line(&e.to_string())))?;
+        let info = (module.info())();
+        let facts = PluginFacts {
+            provider_id: info.provider_id.to_string(),
+            label: info.label.to_string(),
+            plugin_version: info.plugin_version.to_string(),
+            build_tag: info.build_tag.to_string(),
+            abi_major: info.abi_major,
+            abi_minor: info.abi_minor,
+        };
+        if facts.abi_major != ABI_MAJOR || facts.abi_minor < ABI_MINOR {
+            return Err(mismatch(format!(
+                "plugin implements ABI {}.{}",
+                facts.abi_major, facts.abi_minor
+            )));
+        }
+        if facts.provider_id != mantle_abi::PROVIDER_ID {
+            return Err(LoadError::NotAPlugin {
+                path: source,
+                detail: format!("provider id is {:?}", facts.provider_id),
+            });
+        }
+        tracing::info!(path = %source.display(), version = %facts.plugin_version, tag = %facts.build_tag, "loaded provider plugin");
+        Ok(Arc::new(Plugin {
+            module,
+            facts,
+            source,
+            loaded_from,
+        }))
+    }
+
+    /// What the plugin says about itself.
+    pub fn facts(&self) -> &PluginFacts {
+        &self.facts
+    }
+
+    /// The file it was loaded from (before copying).
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// The unique copy that was actually opened.
+    pub fn loaded_from(&self) -> &Path {
+        &self.loaded_from
+    }
+
+    /// Creates a provider instance from JSON5 config texts.
+    pub fn create_provider(
+        self: &Arc<Self>,
+        plugin_config: &str,
+        provider_config: &str,
+    ) -> Result<Provider, FfiError> {
+        let id = result((self.module.provider_create())(
+            RStr::from_str(plugin_config),
+            RStr::from_str(provider_config),
+        ))?;
+        Ok(Provider {
+            inner: Arc::new(ProviderInner {
+                plugin: self.clone(),
+                id,
+            }),
+        })
+    }
+
+    /// The root module (for hosts that need raw access, e.g. to probe newer entry points).
+    pub fn module(&self) -> MantleModuleRef {
+        self.module
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn result<T>(r: RResult<T, FfiError>) -> Result<T, FfiError> {
+    r.into_result()
+}
+
+struct ProviderInner {
+    plugin: Arc<Plugin>,
+    id: u64,
+}
+
+impl Drop for ProviderInner {
+    fn drop(&mut self) {
+        let _ = result((self.plugin.module.provider_close())(self.id));
+    }
+}
+
+/// A provider instance inside a plugin. Closed when it and all its streams are dropped.
+#[derive(Clone)]
+pub struct Provider {
+    inner: Arc<ProviderInner>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("id", &self.inner.id)
+            .field("plugin", &self.inner.plugin.facts.build_tag)
+            .finish()
+    }
+}
+
+/// A bearer token from the plugin. Debug output hides it.
+#[derive(Clone)]
+pub struct Token {
+    /// The secret.
+    pub token: String,
+    /// Unix expiry; 0 when unknown.
+    pub expires_at_unix: i64,
+    /// `config`, `config-env`, `env` or `iam`.
+    pub source: String,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("token", &"<redacted>")
+            .field("expires_at_unix", &self.expires_at_unix)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Provider {
+    /// The plugin version serving this provider.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.inner.plugin
+    }
+
+    /// The raw handle id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Discovery + catalog as JSON `{outcome, provider}`.
+    pub fn catalog(&self) -> Result<serde_json::Value, FfiError> {
+        let text = result((self.inner.plugin.module.catalog())(self.inner.id))?;
+        serde_json::from_str(text.as_str())
+            .map_err(|e| FfiError::new(ErrorCode::Internal, format!("catalog is not JSON: {e}")))
+    }
+
+    /// The bearer token the provider would use now.
+    pub fn bearer_token(&self) -> Result<Token, FfiError> {
+        let t = result((self.inner.plugin.module.bearer_token())(self.inner.id))?;
+        Ok(Token {
+            token: t.token.into_string(),
+            expires_at_unix: t.expires_at_unix,
+            source: t.source.into_string(),
+        })
+    }
+
+    /// Starts a stream for a canonical request (JSON text).
+    pub fn stream(&self, request_json: &str) -> Result<Stream, FfiError> {
+        let id = result((self.inner.plugin.module.stream_start())(
+            self.inner.id,
+            RStr::from_str(request_json),
+        ))?;
+        Ok(Stream {
+            provider: self.inner.clone(),
+            id,
+            finished: false,
+        })
+    }
+}
+
+/// One event, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Kind.
+    pub kind: EventKind,
+    /// Text delta, if any.
+    pub text: String,
+    /// The event as JSON.
+    pub json: String,
+    /// Upstream payload when requested.
+    pub raw: String,
+}
+
+impl Event {
+    /// The JSON parsed.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.json).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A running stream. Dropping it closes the handle (cancelling if still running).
+pub struct Stream {
+    provider: Arc<ProviderInner>,
+    id: u64,
+    finished: bool,
+}
+
+impl Stream {
+    /// Pulls the next event: `Ok(Some(event))`, `Ok(None)` on timeout, or
+    /// `Err(StreamFinished)` after the terminal event.
+    pub fn next(&mut self, timeout: Duration) -> Result<Option<Event>, FfiError> {
+        if self.finished {
+            return Err(FfiError::new(
+                ErrorCode::StreamFinished,
+                "the stream already delivered its terminal event",
+            ));
+        }
+        let millis = timeout.as_millis().min(u64::MAX as u128) as u64;
+        match result((self.provider.plugin.module.stream_next())(self.id, millis))? {
+            FfiPoll::Event(e) => {
+                if e.kind.is_terminal() {
+                    self.finished = true;
+                }
+                Ok(Some(Event {
+                    kind: e.kind,
+                    text: e.text.into_string(),
+                    json: e.json.into_string(),
+                    raw: e.raw.into_string(),
+                }))
+            }
+            FfiPoll::Pending => Ok(None),
+            FfiPoll::Finished => {
+                self.finished = true;
+                Err(FfiError::new(
+                    ErrorCode::StreamFinished,
+                    "the stream already delivered its terminal event",
+                ))
+            }
+        }
+    }
+
+    /// Pulls events until the terminal one (or `deadline` passes); returns them all.
+    pub fn collect(&mut self, deadline: Duration) -> Result<Vec<Event>, FfiError> {
+        let end = std::time::Instant::now() + deadline;
+        let mut out = Vec::new();
+        while !self.finished {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(FfiError::new(
+                    ErrorCode::Internal,
+                    "stream did not finish before the deadline",
+                ));
+            }
+            if let Some(e) = self.next(left.min(Duration::from_millis(500)))? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels the upstream request now.
+    pub fn cancel(&self) -> Result<(), FfiError> {
+        result((self.provider.plugin.module.stream_cancel())(self.id))
+    }
+
+    /// True after the terminal event.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The plugin version serving this stream.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.provider.plugin
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = result((self.provider.plugin.module.stream_close())(self.id));
+    }
+}
+
+/// Where the CLI and tests look for the plugin: `MANTLE_PLUGIN`, else next to the executable
+/// (and its parent, for test binaries under `target/*/deps`).
+pub fn default_plugin_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MANTLE_PLUGIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join(plugin_file_name()),
+        dir.parent()?.join(plugin_file_name()),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
