@@ -145,7 +145,7 @@ impl Plugin {
         let library =
             unsafe { libloading::Library::new(&loaded_from) }.map_err(|e| LoadError::Open {
                 path: source.clone(),
-                detail: e.to_string(),
+                detail: error_chain(&e),
             })?;
         // SAFETY: abi_stable exports its header under this name as a static `AbiHeaderRef`;
         // `upgrade` below checks that it really is an abi_stable header before using it.
@@ -184,7 +184,7 @@ impl Plugin {
             abi_major: info.abi_major,
             abi_minor: info.abi_minor,
         };
-        if facts.abi_major != ABI_MAJOR || facts.abi_minor < ABI_MINOR {
+        if !mantle_abi::abi_compatible(facts.abi_major, facts.abi_minor) {
             return Err(mismatch(format!(
                 "plugin implements ABI {}.{}",
                 facts.abi_major, facts.abi_minor
@@ -242,6 +242,17 @@ impl Plugin {
     pub fn module(&self) -> MantleModuleRef {
         self.module
     }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn one_line(s: &str) -> String {
@@ -366,6 +377,15 @@ pub struct Stream {
     provider: Arc<ProviderInner>,
     id: u64,
     finished: bool,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("id", &self.id)
+            .field("finished", &self.finished)
+            .finish()
+    }
 }
 
 impl Stream {

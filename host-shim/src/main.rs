@@ -18,7 +18,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use mantle_host_shim::{default_plugin_path, Event, EventKind, Plugin, Provider};
+use mantle_host_shim::{default_plugin_path, EventKind, Plugin, Provider};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -108,7 +108,7 @@ fn read_config(path: Option<&PathBuf>) -> Result<Configs, String> {
 
 fn load_plugin(path: Option<PathBuf>) -> Result<Arc<Plugin>, String> {
     let path = path.or_else(default_plugin_path).ok_or_else(|| {
-        format!("no plugin found: pass --plugin PATH or set MANTLE_PLUGIN (build it with `cargo build -p mantle-provider`)")
+        "no plugin found: pass --plugin PATH or set MANTLE_PLUGIN (build it with `cargo build -p mantle-provider`)".to_string()
     })?;
     Plugin::load(&path).map_err(|e| e.to_string())
 }
@@ -355,13 +355,11 @@ fn chat(
                     v["retryable"]
                 ));
             }
-            _ => print_other(&event),
+            _ => {}
         }
         let _ = out.flush();
     }
 }
-
-fn print_other(_event: &Event) {}
 
 fn token(provider: &Provider) -> Result<(), String> {
     let t = provider.bearer_token().map_err(|e| e.message.to_string())?;

@@ -65,15 +65,7 @@ impl StreamError {
 
     /// Classifies an upstream failure from its status and text (body or error event).
     pub fn from_upstream(status: Option<u16>, text: &str) -> Self {
-        let kind = classify_text(text).unwrap_or_else(|| match status {
-            Some(401) | Some(403) => ErrorKind::Auth,
-            Some(429) => ErrorKind::RateLimit,
-            Some(503) | Some(529) => ErrorKind::Overloaded,
-            Some(408) | Some(504) => ErrorKind::Timeout,
-            Some(400) | Some(404) | Some(413) | Some(422) => ErrorKind::BadRequest,
-            Some(s) if s >= 500 => ErrorKind::Internal,
-            _ => ErrorKind::Internal,
-        });
+        let kind = classify_text(text).unwrap_or(kind_for_status(status));
         let kind = match (kind, status) {
             // A 401/403 is an auth failure whatever its text says.
             (_, Some(401)) | (_, Some(403)) => ErrorKind::Auth,
@@ -84,6 +76,18 @@ impl StreamError {
             err.retryable = true;
         }
         err
+    }
+}
+
+/// The kind a bare HTTP status implies.
+fn kind_for_status(status: Option<u16>) -> ErrorKind {
+    match status {
+        Some(401) | Some(403) => ErrorKind::Auth,
+        Some(429) => ErrorKind::RateLimit,
+        Some(503) | Some(529) => ErrorKind::Overloaded,
+        Some(408) | Some(504) => ErrorKind::Timeout,
+        Some(400) | Some(404) | Some(413) | Some(422) => ErrorKind::BadRequest,
+        _ => ErrorKind::Internal,
     }
 }
 

@@ -25,6 +25,13 @@ pub const ABI_MAJOR: u32 = 1;
 /// Minor ABI version. A plugin with a minor version >= the host's is accepted.
 pub const ABI_MINOR: u32 = 0;
 
+/// Whether a plugin implementing ABI `major.minor` can serve a host built for
+/// [`ABI_MAJOR`].[`ABI_MINOR`]: same major, and at least the host's minor.
+#[allow(clippy::absurd_extreme_comparisons)] // ABI_MINOR is 0 today; the rule holds for later minors.
+pub fn abi_compatible(major: u32, minor: u32) -> bool {
+    major == ABI_MAJOR && minor >= ABI_MINOR
+}
+
 /// Provider id, as the gateway names it in `models.providers`.
 pub const PROVIDER_ID: &str = "amazon-bedrock-mantle";
 
@@ -220,4 +227,29 @@ impl RootModule for MantleModuleRef {
     const BASE_NAME: &'static str = "mantle_provider";
     const NAME: &'static str = "mantle_provider";
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_constants_match_the_crate_version() {
+        assert_eq!(
+            env!("CARGO_PKG_VERSION_MAJOR").parse::<u32>().unwrap(),
+            ABI_MAJOR
+        );
+        assert_eq!(
+            env!("CARGO_PKG_VERSION_MINOR").parse::<u32>().unwrap(),
+            ABI_MINOR
+        );
+    }
+
+    #[test]
+    fn compatibility_rule() {
+        assert!(abi_compatible(ABI_MAJOR, ABI_MINOR));
+        assert!(abi_compatible(ABI_MAJOR, ABI_MINOR + 1));
+        assert!(!abi_compatible(ABI_MAJOR + 1, ABI_MINOR));
+        assert!(!abi_compatible(ABI_MAJOR - 1, ABI_MINOR));
+    }
 }

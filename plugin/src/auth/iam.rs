@@ -308,7 +308,7 @@ mod tests {
                 } else {
                     list[0].clone()
                 };
-                next.map_err(|m| CredentialsError::provider_error(m))
+                next.map_err(CredentialsError::provider_error)
             })
         }
     }

@@ -1,0 +1,102 @@
+//! Shared helpers: build the plugin cdylib once, load it through host-shim, start the local server.
+
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use mantle_host_shim::{Event, EventKind, Plugin, Provider};
+use once_cell::sync::Lazy;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+static BUILD_LOCK: Lazy<Mutex<()>> = Lazy::new(|| Mutex::new(()));
+
+/// Builds a workspace cdylib package (debug profile) and returns its file.
+pub fn build_cdylib(package: &str, file_stem: &str) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package])
+        .current_dir(workspace_root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let file = target_dir().join("debug").join(format!(
+        "{}{file_stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(file.is_file(), "{} was not built", file.display());
+    file
+}
+
+static PLUGIN_PATH: Lazy<PathBuf> =
+    Lazy::new(|| build_cdylib("mantle-provider", "mantle_provider"));
+
+/// The built plugin file.
+pub fn plugin_path() -> PathBuf {
+    PLUGIN_PATH.clone()
+}
+
+static PLUGIN: Lazy<Arc<Plugin>> = Lazy::new(|| Plugin::load(plugin_path()).expect("load plugin"));
+
+/// The plugin, loaded once per test binary.
+pub fn plugin() -> Arc<Plugin> {
+    PLUGIN.clone()
+}
+
+/// A provider pointed at a local server with an explicit key.
+pub fn provider_for(server: &mantle_mock_server::MockMantle, token: &str) -> Provider {
+    let cfg = serde_json::json!({"baseUrl": server.base_url(), "apiKey": token}).to_string();
+    plugin().create_provider("", &cfg).expect("create provider")
+}
+
+/// A canonical request with one user message.
+pub fn request(model: &str, prompt: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]})
+}
+
+/// Runs a stream to its end; returns the events.
+pub fn run_stream(provider: &Provider, request: &serde_json::Value) -> Vec<Event> {
+    let mut s = provider.stream(&request.to_string()).expect("stream start");
+    s.collect(Duration::from_secs(30))
+        .expect("stream completes")
+}
+
+/// The concatenated text deltas.
+pub fn text_of(events: &[Event]) -> String {
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::TextDelta)
+        .map(|e| e.text.as_str())
+        .collect()
+}
+
+/// The terminal event.
+pub fn terminal(events: &[Event]) -> &Event {
+    let last = events.last().expect("at least one event");
+    assert!(last.kind.is_terminal(), "last event is terminal: {last:?}");
+    assert_eq!(
+        events.iter().filter(|e| e.kind.is_terminal()).count(),
+        1,
+        "exactly one terminal event"
+    );
+    last
+}
