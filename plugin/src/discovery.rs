@@ -19,6 +19,27 @@ pub const BODY_CAP: usize = 4 * 1024 * 1024;
 /// How long a cached discovery is fresh.
 pub const CACHE_TTL: Duration = Duration::from_secs(3600);
 
+/// Discovery request limits (the spec's values by default; tests shorten them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Whole-request deadline.
+    pub deadline: Duration,
+    /// Longest wait for the next body chunk.
+    pub chunk_idle: Duration,
+    /// Largest accepted body.
+    pub body_cap: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: REQUEST_DEADLINE,
+            chunk_idle: CHUNK_IDLE_LIMIT,
+            body_cap: BODY_CAP,
+        }
+    }
+}
+
 /// What happened to the provider in this catalog call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
@@ -105,13 +126,15 @@ pub async fn fetch_ids(
     client: &reqwest::Client,
     models_url: &str,
     token: &Secret,
+    limits: Limits,
 ) -> Result<Vec<String>, DiscoveryError> {
-    tokio::time::timeout(REQUEST_DEADLINE, fetch_ids_inner(client, models_url, token))
+    let deadline = limits.deadline;
+    tokio::time::timeout(deadline, fetch_ids_inner(client, models_url, token, limits))
         .await
         .unwrap_or_else(|_| {
             Err(DiscoveryError::Network(format!(
-                "timed out after {} s",
-                REQUEST_DEADLINE.as_secs()
+                "timed out after {} ms",
+                deadline.as_millis()
             )))
         })
 }
@@ -120,6 +143,7 @@ async fn fetch_ids_inner(
     client: &reqwest::Client,
     models_url: &str,
     token: &Secret,
+    limits: Limits,
 ) -> Result<Vec<String>, DiscoveryError> {
     let mut response = client
         .get(models_url)
@@ -135,29 +159,25 @@ async fn fetch_ids_inner(
     if !(200..300).contains(&status) {
         return Err(DiscoveryError::Status(status));
     }
-    if response
-        .content_length()
-        .is_some_and(|n| n > BODY_CAP as u64)
-    {
+    let cap = limits.body_cap;
+    if response.content_length().is_some_and(|n| n > cap as u64) {
         return Err(DiscoveryError::Invalid(format!(
-            "body larger than {BODY_CAP} bytes"
+            "body larger than {cap} bytes"
         )));
     }
     let mut body = Vec::new();
     loop {
-        let chunk = tokio::time::timeout(CHUNK_IDLE_LIMIT, response.chunk())
+        let chunk = tokio::time::timeout(limits.chunk_idle, response.chunk())
             .await
             .map_err(|_| {
-                DiscoveryError::Network(format!(
-                    "no body data for {} s",
-                    CHUNK_IDLE_LIMIT.as_secs()
-                ))
+                let idle = limits.chunk_idle.as_millis();
+                DiscoveryError::Network(format!("no body data for {idle} ms"))
             })?
             .map_err(network)?;
         let Some(chunk) = chunk else { break };
-        if body.len() + chunk.len() > BODY_CAP {
+        if body.len() + chunk.len() > cap {
             return Err(DiscoveryError::Invalid(format!(
-                "body larger than {BODY_CAP} bytes"
+                "body larger than {cap} bytes"
             )));
         }
         body.extend_from_slice(&chunk);

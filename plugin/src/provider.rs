@@ -39,6 +39,8 @@ pub struct ProviderOptions {
     pub timeouts: Timeouts,
     /// Worker threads of the instance's runtime.
     pub worker_threads: usize,
+    /// Discovery limits (deadline, idle per chunk, body cap).
+    pub discovery_limits: discovery::Limits,
 }
 
 impl Default for ProviderOptions {
@@ -49,6 +51,7 @@ impl Default for ProviderOptions {
             credentials: None,
             timeouts: Timeouts::default(),
             worker_threads: 2,
+            discovery_limits: discovery::Limits::default(),
         }
     }
 }
@@ -86,6 +89,7 @@ pub struct Core {
     clock: SharedClock,
     cache: DiscoveryCache,
     timeouts: Timeouts,
+    discovery_limits: discovery::Limits,
 }
 
 /// A provider instance with its own runtime.
@@ -159,6 +163,7 @@ impl Provider {
             clock: options.clock,
             cache: DiscoveryCache::default(),
             timeouts: options.timeouts,
+            discovery_limits: options.discovery_limits,
         };
         Ok(Provider {
             runtime: Some(runtime),
@@ -281,7 +286,13 @@ impl Core {
                 },
             )
         } else {
-            match discovery::fetch_ids(&self.http, &self.endpoints.models_url(), &token.token).await
+            match discovery::fetch_ids(
+                &self.http,
+                &self.endpoints.models_url(),
+                &token.token,
+                self.discovery_limits,
+            )
+            .await
             {
                 Ok(ids) => {
                     let rows = catalog::build_catalog(&ids, self.clock.now());
@@ -428,7 +439,16 @@ impl Core {
             token: token.token,
             include_raw: req.include_raw,
             max_retry_delay: Duration::from_millis(req.max_retry_delay_ms),
-            timeouts: self.timeouts,
+            timeouts: Timeouts {
+                first_byte: req
+                    .first_byte_timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(self.timeouts.first_byte),
+                idle: req
+                    .idle_timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(self.timeouts.idle),
+            },
         })
     }
 

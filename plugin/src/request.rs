@@ -32,6 +32,10 @@ pub struct CanonicalRequest {
     pub include_raw: bool,
     /// Upper bound for one retry delay (and for honouring `retry-after`).
     pub max_retry_delay_ms: u64,
+    /// Caller overrides for the first-byte timeout, in ms.
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Caller overrides for the idle timeout between chunks, in ms.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// Caller reasoning levels.
@@ -132,6 +136,22 @@ impl CanonicalRequest {
                 .as_u64()
                 .ok_or("field `max_retry_delay_ms`: expected a non-negative integer")?,
         };
+        let timeout_field = |name: &str| -> Result<Option<u64>, String> {
+            match body.get("timeouts").and_then(|t| t.get(name)) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_u64().filter(|n| *n > 0).map(Some).ok_or(format!(
+                    "field `timeouts.{name}`: expected a positive integer"
+                )),
+            }
+        };
+        if body
+            .get("timeouts")
+            .is_some_and(|t| !t.is_object() && !t.is_null())
+        {
+            return Err("field `timeouts`: expected an object {first_byte_ms, idle_ms}".into());
+        }
+        let first_byte_timeout_ms = timeout_field("first_byte_ms")?;
+        let idle_timeout_ms = timeout_field("idle_ms")?;
         for (field, ok) in [
             (
                 "max_tokens",
@@ -154,6 +174,8 @@ impl CanonicalRequest {
             headers,
             include_raw,
             max_retry_delay_ms,
+            first_byte_timeout_ms,
+            idle_timeout_ms,
         })
     }
 
