@@ -1,0 +1,626 @@
+//! Streaming through the ABI on both routes: normalized events, errors, retries, timeouts,
+//! cancellation, bounded memory and concurrency (spec §5, §6).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mantle_host_shim::{Event, EventKind};
+use mantle_mock_server::{anthropic_event, sse_data, MockMantle, Reply, Route, Step};
+use serde_json::{json, Value};
+
+/// The events as comparable JSON, without Start (whose id/model differ by route).
+fn normalized(events: &[Event]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.kind != EventKind::Start)
+        .map(|e| e.value())
+        .collect()
+}
+
+fn openai_tool_and_reasoning_stream() -> Vec<Step> {
+    let chunk = |delta: Value, finish: Value| {
+        sse_data(
+            &json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
+    };
+    vec![
+        chunk(json!({"role": "assistant"}), Value::Null),
+        chunk(json!({"reasoning_content": "think "}), Value::Null),
+        chunk(json!({"reasoning": "more"}), Value::Null),
+        chunk(json!({"content": "Hi"}), Value::Null),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": ""}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+            Value::Null,
+        ),
+        chunk(json!({}), json!("tool_calls")),
+        sse_data(
+            &json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 3}, "completion_tokens_details": {"reasoning_tokens": 2}}}),
+        ),
+        Step::Bytes(b"data: [DONE]\n\n".to_vec()),
+    ]
+}
+
+fn anthropic_tool_and_thinking_stream() -> Vec<Step> {
+    vec![
+        anthropic_event(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": "msg_1", "model": "m", "usage": {"input_tokens": 7, "output_tokens": 1, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 0}}}),
+        ),
+        anthropic_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "think "}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "more"}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig=="}}),
+        ),
+        anthropic_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        ),
+        anthropic_event("ping", &json!({"type": "ping"})),
+        anthropic_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}}),
+        ),
+        anthropic_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 1}),
+        ),
+        anthropic_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {}}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
+        ),
+        anthropic_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 2}),
+        ),
+        anthropic_event(
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}}),
+        ),
+        anthropic_event("message_stop", &json!({"type": "message_stop"})),
+    ]
+}
+
+#[test]
+fn openai_route_text_reasoning_tools_usage() {
+    let server = MockMantle::start(None).unwrap();
+    server.push(
+        Route::ChatCompletions,
+        Reply::sse(openai_tool_and_reasoning_stream()),
+    );
+    let provider = provider_for(&server, "k");
+    let events = run_stream(&provider, &request("openai.gpt-oss-120b", "x"));
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    use EventKind::*;
+    assert_eq!(
+        kinds,
+        [
+            Start,
+            ReasoningDelta,
+            ReasoningDelta,
+            TextDelta,
+            ToolCallStart,
+            ToolCallDelta,
+            ToolCallDelta,
+            ToolCallEnd,
+            Usage,
+            Done
+        ]
+    );
+    assert_eq!(
+        events[4].value(),
+        json!({"type": "tool_call_start", "index": 0, "id": "call_1", "name": "get"})
+    );
+    assert_eq!(
+        events[8].value(),
+        json!({"type": "usage", "input": 10, "output": 5, "cache_read": 3, "cache_write": 0, "reasoning": 2})
+    );
+    assert_eq!(terminal(&events).value()["stop_reason"], "tool_use");
+    let sent = server.requests_to("/v1/chat/completions")[0].json();
+    assert_eq!(sent["stream"], json!(true));
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+}
+
+#[test]
+fn anthropic_route_events_headers_and_bearer_only() {
+    let server = MockMantle::start(Some("tok")).unwrap();
+    server.push(
+        Route::AnthropicMessages,
+        Reply::sse(anthropic_tool_and_thinking_stream()),
+    );
+    let provider = provider_for(&server, "tok");
+    let mut req = request("anthropic.claude-opus-4-7", "x");
+    req["headers"] =
+        json!({"x-caller": "c", "x-api-key": "must-not-pass", "authorization": "Bearer evil"});
+    let events = run_stream(&provider, &req);
+    use EventKind::*;
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            Start,
+            ReasoningDelta,
+            ReasoningDelta,
+            ReasoningDelta,
+            TextDelta,
+            ToolCallStart,
+            ToolCallDelta,
+            ToolCallDelta,
+            ToolCallEnd,
+            Usage,
+            Done
+        ]
+    );
+    assert_eq!(
+        events[3].value()["signature"],
+        "sig==",
+        "thinking signature kept"
+    );
+    assert_eq!(
+        events[9].value(),
+        json!({"type": "usage", "input": 7, "output": 5, "cache_read": 3, "cache_write": 0, "reasoning": 0})
+    );
+    assert_eq!(terminal(&events).value()["stop_reason"], "tool_use");
+
+    let r = &server.requests_to("/anthropic/v1/messages")[0];
+    assert_eq!(r.header("authorization"), Some("Bearer tok"));
+    assert_eq!(
+        r.header("x-api-key"),
+        None,
+        "the bearer token is never sent as x-api-key"
+    );
+    let names: Vec<&str> = r
+        .headers
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| ["accept", "anthropic-version", "anthropic-beta", "x-caller"].contains(k))
+        .collect();
+    assert_eq!(
+        names,
+        ["accept", "anthropic-version", "anthropic-beta", "x-caller"],
+        "headers in the specified order"
+    );
+    assert_eq!(r.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        r.header("anthropic-beta"),
+        Some("fine-grained-tool-streaming-2025-05-14")
+    );
+    assert_eq!(r.header("accept"), Some("application/json"));
+    let body = r.json();
+    assert_eq!(body["model"], "anthropic.claude-opus-4-7");
+    assert!(body.get("thinking").is_none(), "Opus 4.7 never thinks");
+    assert_eq!(body["max_tokens"], 32000);
+}
+
+#[test]
+fn both_routes_yield_the_same_normalized_events() {
+    let server = MockMantle::start(None).unwrap();
+    server.push(
+        Route::ChatCompletions,
+        Reply::sse(openai_tool_and_reasoning_stream()),
+    );
+    server.push(
+        Route::AnthropicMessages,
+        Reply::sse(anthropic_tool_and_thinking_stream()),
+    );
+    let provider = provider_for(&server, "k");
+    let a = normalized(&run_stream(&provider, &request("openai.gpt-oss-120b", "x")));
+    let b = normalized(&run_stream(
+        &provider,
+        &request("anthropic.claude-opus-4-7", "x"),
+    ));
+    let strip = |v: &[Value]| -> Vec<Value> {
+        v.iter()
+            .filter(|e| !(e["type"] == "reasoning_delta" && e["text"] == ""))
+            .map(|e| {
+                if e["type"] == "tool_call_start" {
+                    json!({"type": "tool_call_start", "index": "?", "name": e["name"]})
+                } else if e["type"] == "usage" {
+                    json!("usage")
+                } else if e.get("index").is_some() {
+                    let mut e = e.clone();
+                    e["index"] = json!("?");
+                    e
+                } else {
+                    e.clone()
+                }
+            })
+            .collect()
+    };
+    assert_eq!(strip(&a), strip(&b));
+}
+
+#[test]
+fn raw_payload_is_attached_on_request() {
+    let server = MockMantle::start(None).unwrap();
+    let provider = provider_for(&server, "k");
+    let mut req = request("openai.gpt-oss-120b", "raw");
+    req["include_raw"] = json!(true);
+    let events = run_stream(&provider, &req);
+    let text = events
+        .iter()
+        .find(|e| e.kind == EventKind::TextDelta)
+        .unwrap();
+    let raw: Value = serde_json::from_str(&text.raw).expect("raw is the upstream data payload");
+    assert_eq!(raw["choices"][0]["delta"]["content"], text.text);
+    let plain = run_stream(&provider, &request("openai.gpt-oss-120b", "raw"));
+    assert!(plain.iter().all(|e| e.raw.is_empty()));
+}
+
+fn error_of(events: &[Event]) -> Value {
+    let t = terminal(events);
+    assert_eq!(t.kind, EventKind::Error, "{events:?}");
+    t.value()
+}
+
+#[test]
+fn upstream_error_bodies_are_classified_on_both_routes() {
+    let server = MockMantle::start(None).unwrap();
+    let provider = provider_for(&server, "k");
+    server.push(Route::ChatCompletions, Reply::status(400, r#"{"error":{"message":"This model's maximum context length is 8192. context_length_exceeded","type":"invalid_request_error"}}"#));
+    let e = error_of(&run_stream(&provider, &request("openai.gpt-oss-120b", "x")));
+    assert_eq!(
+        (
+            e["kind"].as_str(),
+            e["status"].as_u64(),
+            e["retryable"].as_bool()
+        ),
+        (Some("context_overflow"), Some(400), Some(false))
+    );
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("maximum context length"));
+
+    server.push(
+        Route::AnthropicMessages,
+        Reply::status(
+            400,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"bad field"}}"#,
+        ),
+    );
+    let e = error_of(&run_stream(
+        &provider,
+        &request("anthropic.claude-opus-4-7", "x"),
+    ));
+    assert_eq!(
+        (e["kind"].as_str(), e["status"].as_u64()),
+        (Some("bad_request"), Some(400))
+    );
+    assert!(e["message"].as_str().unwrap().contains("bad field"));
+
+    // An Anthropic error event mid-stream.
+    server.push(Route::AnthropicMessages, Reply::sse(vec![
+        anthropic_event("message_start", &json!({"type": "message_start", "message": {"id": "m", "usage": {}}})),
+        anthropic_event("error", &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+    ]));
+    let e = error_of(&run_stream(
+        &provider,
+        &request("anthropic.claude-opus-4-7", "x"),
+    ));
+    assert_eq!(
+        (e["kind"].as_str(), e["retryable"].as_bool()),
+        (Some("overloaded"), Some(true))
+    );
+
+    // 401 from Mantle.
+    server.set_token(Some("other"));
+    let e = error_of(&run_stream(&provider, &request("openai.gpt-oss-120b", "x")));
+    assert_eq!(
+        (e["kind"].as_str(), e["status"].as_u64()),
+        (Some("auth"), Some(401))
+    );
+}
+
+#[test]
+fn retries_before_the_first_byte_honouring_retry_after_and_the_bound() {
+    let server = MockMantle::start(None).unwrap();
+    let provider = provider_for(&server, "k");
+    server.push(
+        Route::ChatCompletions,
+        Reply::Status {
+            status: 429,
+            body: "{\"error\":{\"message\":\"Too many requests\"}}".into(),
+            headers: vec![("retry-after".into(), "1".into())],
+        },
+    );
+    server.push(
+        Route::ChatCompletions,
+        Reply::status(503, "Service Unavailable"),
+    );
+    let started = Instant::now();
+    let events = run_stream(&provider, &request("openai.gpt-oss-120b", "retry me"));
+    assert_eq!(text_of(&events), "echo: retry me");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retry-after: 1 honoured"
+    );
+    assert_eq!(server.requests_to("/v1/chat/completions").len(), 3);
+
+    server.clear_requests();
+    server.push(
+        Route::ChatCompletions,
+        Reply::Status {
+            status: 429,
+            body: "slow down".into(),
+            headers: vec![("retry-after".into(), "30".into())],
+        },
+    );
+    let mut req = request("openai.gpt-oss-120b", "x");
+    req["max_retry_delay_ms"] = json!(500);
+    let e = error_of(&run_stream(&provider, &req));
+    assert_eq!(
+        (
+            e["kind"].as_str(),
+            e["status"].as_u64(),
+            e["retryable"].as_bool()
+        ),
+        (Some("rate_limit"), Some(429), Some(true))
+    );
+    assert_eq!(
+        server.requests_to("/v1/chat/completions").len(),
+        1,
+        "a retry-after above the bound is not waited for"
+    );
+
+    server.clear_requests();
+    for _ in 0..3 {
+        server.push(
+            Route::ChatCompletions,
+            Reply::status(529, "{\"error\":{\"message\":\"Overloaded\"}}"),
+        );
+    }
+    let e = error_of(&run_stream(&provider, &request("openai.gpt-oss-120b", "x")));
+    assert_eq!(e["kind"], "overloaded");
+    assert_eq!(
+        server.requests_to("/v1/chat/completions").len(),
+        3,
+        "bounded attempts"
+    );
+
+    // After the first byte: a mid-stream failure is never retried.
+    server.clear_requests();
+    server.push(
+        Route::ChatCompletions,
+        Reply::sse(vec![
+            sse_data(&json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "par"}}]})),
+            Step::Sleep(Duration::from_millis(100)),
+            Step::Disconnect,
+        ]),
+    );
+    let events = run_stream(&provider, &request("openai.gpt-oss-120b", "x"));
+    assert_eq!(text_of(&events), "par");
+    assert_eq!(error_of(&events)["kind"], "network");
+    assert_eq!(server.requests_to("/v1/chat/completions").len(), 1);
+}
+
+#[test]
+fn connect_errors_are_network_errors() {
+    let port = {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let cfg = json!({"baseUrl": format!("http://127.0.0.1:{port}/v1"), "apiKey": "k"}).to_string();
+    let provider = plugin().create_provider("", &cfg).unwrap();
+    let mut req = request("openai.gpt-oss-120b", "x");
+    req["max_retry_delay_ms"] = json!(50);
+    let e = error_of(&run_stream(&provider, &req));
+    assert_eq!(
+        (e["kind"].as_str(), e["retryable"].as_bool()),
+        (Some("network"), Some(true))
+    );
+}
+
+#[test]
+fn malformed_oversized_stalled_and_slow_upstreams() {
+    let server = MockMantle::start(None).unwrap();
+    let provider = provider_for(&server, "k");
+    server.push(
+        Route::ChatCompletions,
+        Reply::sse(vec![Step::Bytes(b"data: {not json\n\n".to_vec())]),
+    );
+    assert_eq!(
+        error_of(&run_stream(&provider, &request("openai.gpt-oss-120b", "x")))["kind"],
+        "protocol"
+    );
+
+    // A 2 MiB line with no newline: the stream ends with a protocol error instead of growing.
+    let huge = vec![b'a'; 2 * 1024 * 1024];
+    server.push(
+        Route::ChatCompletions,
+        Reply::sse(
+            huge.chunks(64 * 1024)
+                .map(|c| Step::Bytes(c.to_vec()))
+                .collect(),
+        ),
+    );
+    let e = error_of(&run_stream(&provider, &request("openai.gpt-oss-120b", "x")));
+    assert_eq!(e["kind"], "protocol");
+    assert!(e["message"].as_str().unwrap().contains("1048576"), "{e}");
+
+    server.push(
+        Route::ChatCompletions,
+        Reply::sse(vec![
+            sse_data(&json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}}]})),
+            Step::Stall,
+        ]),
+    );
+    let mut req = request("openai.gpt-oss-120b", "x");
+    req["timeouts"] = json!({"idle_ms": 300});
+    let e = error_of(&run_stream(&provider, &req));
+    assert_eq!(
+        (e["kind"].as_str(), e["retryable"].as_bool()),
+        (Some("timeout"), Some(true))
+    );
+    assert!(
+        server.wait_aborted_bodies(1, Duration::from_secs(5)),
+        "the stalled upstream connection is closed"
+    );
+
+    for _ in 0..3 {
+        server.push(
+            Route::ChatCompletions,
+            Reply::Delayed(Duration::from_secs(5), Box::new(Reply::status(200, ""))),
+        );
+    }
+    let mut req = request("openai.gpt-oss-120b", "x");
+    req["timeouts"] = json!({"first_byte_ms": 200});
+    req["max_retry_delay_ms"] = json!(100);
+    let started = Instant::now();
+    let e = error_of(&run_stream(&provider, &req));
+    assert_eq!(e["kind"], "timeout");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // The stream ended without [DONE] or a finish reason.
+    server.push(
+        Route::ChatCompletions,
+        Reply::sse(vec![sse_data(
+            &json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}}]}),
+        )]),
+    );
+    assert_eq!(
+        error_of(&run_stream(&provider, &request("openai.gpt-oss-120b", "x")))["kind"],
+        "network"
+    );
+}
+
+#[test]
+fn cancel_aborts_the_upstream_request_at_once() {
+    let server = MockMantle::start(None).unwrap();
+    let provider = provider_for(&server, "k");
+    server.push(
+        Route::AnthropicMessages,
+        Reply::sse(vec![
+            anthropic_event(
+                "message_start",
+                &json!({"type": "message_start", "message": {"id": "m", "usage": {}}}),
+            ),
+            Step::Stall,
+        ]),
+    );
+    let mut stream = provider
+        .stream(&request("anthropic.claude-opus-4-7", "x").to_string())
+        .unwrap();
+    let first = stream.next(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(first.kind, EventKind::Start);
+    assert_eq!(
+        stream.next(Duration::from_millis(50)).unwrap(),
+        None,
+        "pending while the upstream stalls"
+    );
+    let t = Instant::now();
+    stream.cancel().unwrap();
+    assert!(
+        server.wait_aborted_bodies(1, Duration::from_secs(2)),
+        "the server sees the connection close"
+    );
+    let cancelled = stream.next(Duration::from_secs(1)).unwrap().unwrap();
+    assert_eq!(cancelled.kind, EventKind::Error);
+    assert_eq!(cancelled.value()["kind"], "cancelled");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let finished = stream.next(Duration::from_millis(10)).unwrap_err();
+    assert_eq!(finished.code, mantle_host_shim::ErrorCode::StreamFinished);
+    // Cancelling a finished stream delivers nothing more.
+    let events = run_stream(&provider, &request("openai.gpt-oss-120b", "after"));
+    assert_eq!(text_of(&events), "echo: after");
+}
+
+#[test]
+fn dropping_a_stream_closes_the_upstream_connection() {
+    let server = MockMantle::start(None).unwrap();
+    let provider = provider_for(&server, "k");
+    server.push(
+        Route::ChatCompletions,
+        Reply::sse(vec![
+            sse_data(&json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}}]})),
+            Step::Stall,
+        ]),
+    );
+    let mut stream = provider
+        .stream(&request("openai.gpt-oss-120b", "x").to_string())
+        .unwrap();
+    assert!(stream.next(Duration::from_secs(5)).unwrap().is_some());
+    drop(stream);
+    assert!(server.wait_aborted_bodies(1, Duration::from_secs(2)));
+}
+
+#[test]
+fn a_thousand_concurrent_streams_each_get_their_own_text() {
+    let server = MockMantle::start(Some("k")).unwrap();
+    let provider = provider_for(&server, "k");
+    const N: usize = 1000;
+    let mut streams: Vec<_> = (0..N)
+        .map(|i| {
+            let model = if i % 2 == 0 {
+                "openai.gpt-oss-20b"
+            } else {
+                "anthropic.claude-opus-4-7"
+            };
+            provider
+                .stream(&request(model, &format!("stream number {i}")).to_string())
+                .unwrap()
+        })
+        .collect();
+    let mut texts = vec![String::new(); N];
+    let mut done = vec![false; N];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done.iter().any(|d| !d) {
+        assert!(Instant::now() < deadline, "all streams finish");
+        for (i, s) in streams.iter_mut().enumerate() {
+            if done[i] {
+                continue;
+            }
+            while let Some(e) = s.next(Duration::ZERO).unwrap() {
+                match e.kind {
+                    EventKind::TextDelta => texts[i].push_str(&e.text),
+                    EventKind::Done => {
+                        done[i] = true;
+                        break;
+                    }
+                    EventKind::Error => panic!("stream {i} failed: {}", e.json),
+                    _ => {}
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(t, &format!("echo: stream number {i}"));
+    }
+    assert_eq!(server.requests().len(), N);
+}
