@@ -85,7 +85,13 @@ pub fn mint_token(
         SignableBody::Bytes(&[]),
     )
     .map_err(|e| MintError::Signing(e.to_string()))?;
-    let (instructions, _signature) = sign(request, &params)
+    // aws-sigv4 logs the canonical request (with the session token) at TRACE: sign with no
+    // subscriber on this thread so no log can carry a secret. Signing is synchronous.
+    let signed =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            sign(request, &params)
+        });
+    let (instructions, _signature) = signed
         .map_err(|e| MintError::Signing(e.to_string()))?
         .into_parts();
     let signed: Vec<(&str, String)> = instructions

@@ -10,6 +10,8 @@
 //! With no script queued, chat routes answer `echo: <last user text>` as a well-formed stream,
 //! so concurrent tests can check every stream got its own text back.
 
+pub mod ecs;
+
 use std::{
     collections::VecDeque,
     net::SocketAddr,

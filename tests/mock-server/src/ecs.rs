@@ -1,0 +1,121 @@
+//! A local ECS-style container credentials endpoint (for `AWS_CONTAINER_CREDENTIALS_FULL_URI`
+//! on 127.0.0.1). Each request hands out the next credentials in its list (the last repeats),
+//! which is how tests prove that a refresh picks up rotated credentials.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{extract::State, response::IntoResponse, Json, Router};
+use serde_json::json;
+
+/// One set of credentials to hand out.
+#[derive(Debug, Clone)]
+pub struct EcsCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret key.
+    pub secret_access_key: String,
+    /// Session token.
+    pub token: String,
+    /// RFC 3339 expiry, e.g. `2026-11-25T03:00:00Z`.
+    pub expiration: String,
+}
+
+struct Inner {
+    list: Mutex<Vec<EcsCredentials>>,
+    calls: AtomicUsize,
+}
+
+/// A running credentials endpoint. Dropping it stops the server.
+pub struct EcsEndpoint {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EcsEndpoint {
+    /// Starts on `127.0.0.1:0`.
+    pub fn start(list: Vec<EcsCredentials>) -> std::io::Result<Self> {
+        assert!(!list.is_empty(), "at least one set of credentials");
+        let inner = Arc::new(Inner {
+            list: Mutex::new(list),
+            calls: AtomicUsize::new(0),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("mock-ecs".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("ecs runtime");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    let app = Router::new().fallback(serve).with_state(state);
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+                rt.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        Ok(EcsEndpoint {
+            addr,
+            inner,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The full URI to put in `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+    pub fn uri(&self) -> String {
+        format!("http://{}/creds", self.addr)
+    }
+
+    /// How many times credentials were fetched.
+    pub fn calls(&self) -> usize {
+        self.inner.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for EcsEndpoint {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(State(inner): State<Arc<Inner>>) -> impl IntoResponse {
+    inner.calls.fetch_add(1, Ordering::SeqCst);
+    let creds = {
+        let mut list = inner.list.lock().unwrap();
+        if list.len() > 1 {
+            list.remove(0)
+        } else {
+            list[0].clone()
+        }
+    };
+    Json(json!({
+        "AccessKeyId": creds.access_key_id,
+        "SecretAccessKey": creds.secret_access_key,
+        "Token": creds.token,
+        "Expiration": creds.expiration,
+        "RoleArn": "arn:aws:iam::123456789012:role/test",
+    }))
+}
