@@ -260,23 +260,11 @@ impl IamTokens {
 }
 
 fn classify(e: CredentialsError) -> IamError {
-    let detail = aws_smithy_types_error_text(&e);
+    let detail = crate::errors::error_chain(&e);
     match e {
         CredentialsError::CredentialsNotLoaded(_) => IamError::NoCredentials(detail),
         _ => IamError::CredentialsError(detail),
     }
-}
-
-/// The error's message with its sources, which never include secret values.
-fn aws_smithy_types_error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
