@@ -8,11 +8,12 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
 use axum::{extract::State, response::IntoResponse, Json, Router};
 use serde_json::json;
+
+use crate::ServerThread;
 
 /// One set of credentials to hand out.
 #[derive(Debug, Clone)]
@@ -36,8 +37,7 @@ struct Inner {
 pub struct EcsEndpoint {
     addr: SocketAddr,
     inner: Arc<Inner>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl EcsEndpoint {
@@ -51,31 +51,12 @@ impl EcsEndpoint {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("mock-ecs".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("ecs runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    let app = Router::new().fallback(serve).with_state(state);
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = rx.await;
-                        })
-                        .await;
-                });
-                rt.shutdown_timeout(Duration::from_millis(100));
-            })?;
+        let app = Router::new().fallback(serve).with_state(inner.clone());
+        let server = ServerThread::start(listener, app, "mock-ecs", 1)?;
         Ok(EcsEndpoint {
             addr,
             inner,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -87,17 +68,6 @@ impl EcsEndpoint {
     /// How many times credentials were fetched.
     pub fn calls(&self) -> usize {
         self.inner.calls.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for EcsEndpoint {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -145,8 +145,7 @@ struct Inner {
 pub struct MockMantle {
     addr: SocketAddr,
     inner: Arc<Inner>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 /// Model ids served by default: a few open-weight models and Claude ids.
@@ -182,32 +181,12 @@ impl MockMantle {
         let std_listener = std::net::TcpListener::bind(addr)?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app_inner = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("mock-mantle".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("mock server runtime");
-                rt.block_on(async move {
-                    let listener = TcpListener::from_std(std_listener).expect("listener");
-                    let app = Router::new().fallback(handle).with_state(app_inner);
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = rx.await;
-                        })
-                        .await;
-                });
-                rt.shutdown_timeout(Duration::from_millis(100));
-            })?;
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let server = ServerThread::start(std_listener, app, "mock-mantle", 2)?;
         Ok(MockMantle {
             addr,
             inner,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -281,7 +260,47 @@ impl MockMantle {
     }
 }
 
-impl Drop for MockMantle {
+/// An axum app served on its own thread and runtime; dropping it shuts the server down.
+pub(crate) struct ServerThread {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Serves `app` on a non-blocking `listener` with `workers` runtime threads.
+    pub(crate) fn start(
+        listener: std::net::TcpListener,
+        app: Router,
+        name: &str,
+        workers: usize,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .enable_all()
+                    .build()
+                    .expect("mock server runtime");
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("listener");
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+                rt.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        Ok(ServerThread {
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ServerThread {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
