@@ -4,13 +4,14 @@
 
 use std::{
     io::Write,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use base64::Engine;
 use mantle_mock_server::{
     ecs::{EcsCredentials, EcsEndpoint},
+    testkit::{capture_logs, isolate_aws_env},
     MockMantle,
 };
 use mantle_provider::{
@@ -18,37 +19,6 @@ use mantle_provider::{
     discovery::Outcome,
     provider::{Provider, ProviderOptions},
 };
-use once_cell::sync::Lazy;
-
-static ENV_LOCK: Lazy<Mutex<()>> = Lazy::new(|| Mutex::new(()));
-
-const CHAIN_VARS: &[&str] = &[
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_BEARER_TOKEN_BEDROCK",
-    "AWS_PROFILE",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-];
-
-/// Clears the chain's inputs and points config files at nothing; returns the lock guard.
-fn clean_env() -> std::sync::MutexGuard<'static, ()> {
-    let guard = ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    for v in CHAIN_VARS {
-        std::env::remove_var(v);
-    }
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/mantle-test/config");
-    std::env::set_var(
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "/nonexistent/mantle-test/credentials",
-    );
-    guard
-}
 
 /// The access key id inside a minted token.
 fn akid_of(token: &str) -> String {
@@ -78,7 +48,7 @@ fn provider(server: &MockMantle, options: ProviderOptions) -> Provider {
 
 #[test]
 fn environment_keys_mint_a_token_used_on_every_request() {
-    let _g = clean_env();
+    let _g = isolate_aws_env();
     std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDENVKEYS");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "env-secret");
     let server = MockMantle::start(None).unwrap();
@@ -113,7 +83,7 @@ fn environment_keys_mint_a_token_used_on_every_request() {
 
 #[test]
 fn bearer_env_wins_over_aws_credentials() {
-    let _g = clean_env();
+    let _g = isolate_aws_env();
     std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDENVKEYS");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "env-secret");
     std::env::set_var("AWS_BEARER_TOKEN_BEDROCK", "  explicit-bearer  ");
@@ -126,7 +96,7 @@ fn bearer_env_wins_over_aws_credentials() {
 
 #[test]
 fn shared_credentials_file() {
-    let _g = clean_env();
+    let _g = isolate_aws_env();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("credentials");
     let mut f = std::fs::File::create(&path).unwrap();
@@ -152,7 +122,7 @@ fn rfc3339(t: SystemTime) -> String {
 
 #[test]
 fn ecs_endpoint_rotation_is_picked_up_by_the_refresh() {
-    let _g = clean_env();
+    let _g = isolate_aws_env();
     let now = SystemTime::now();
     let creds = |akid: &str, expires: SystemTime| EcsCredentials {
         access_key_id: akid.into(),
@@ -212,8 +182,8 @@ fn ecs_endpoint_rotation_is_picked_up_by_the_refresh() {
 
 #[test]
 fn no_credentials_skips_the_provider_with_a_reason_logged_once() {
-    let _g = clean_env();
-    let logs = capture_logs();
+    let _g = isolate_aws_env();
+    let logs = capture_logs(tracing::Level::DEBUG);
     let server = MockMantle::start(None).unwrap();
     let cfg = format!(
         "{{ baseUrl: '{}', region: 'eu-north-1' }}",
@@ -247,32 +217,4 @@ fn no_credentials_skips_the_provider_with_a_reason_logged_once() {
         "{}",
         lines[0]
     );
-}
-
-type LogBuffer = Arc<Mutex<Vec<u8>>>;
-
-struct BufferWriter(LogBuffer);
-
-impl Write for BufferWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> LogBuffer {
-    static BUFFER: Lazy<LogBuffer> = Lazy::new(|| {
-        let buffer: LogBuffer = Arc::default();
-        let writer = buffer.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || BufferWriter(writer.clone()))
-            .init();
-        buffer
-    });
-    BUFFER.clone()
 }

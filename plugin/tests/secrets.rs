@@ -1,30 +1,14 @@
 //! A whole session with tracing at TRACE (every crate, hyper and reqwest included): no bearer
 //! token, secret key or session token may appear in the logs, errors, catalogs or Debug output.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use mantle_mock_server::{MockMantle, Reply, Route};
+use mantle_mock_server::{testkit::capture_logs, MockMantle, Reply, Route};
 use mantle_provider::{
     config::ProviderConfig,
     provider::{Provider, ProviderOptions},
     stream::{Poll, StreamHandle},
 };
-
-struct BufferWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for BufferWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn drain(stream: &StreamHandle, seen: &mut Vec<String>) {
     loop {
@@ -44,13 +28,7 @@ fn drain(stream: &StreamHandle, seen: &mut Vec<String>) {
 
 #[test]
 fn no_secret_reaches_logs_errors_or_debug_output() {
-    let buffer: Arc<Mutex<Vec<u8>>> = Arc::default();
-    let writer = buffer.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || BufferWriter(writer.clone()))
-        .init();
+    let buffer = capture_logs(tracing::Level::TRACE);
 
     const LITERAL_KEY: &str = "literal-key-5f1e9a";
     const SECRET_KEY: &str = "wJalrXUtnFEMI/SECRET/bPxRfiCYSECRETKEY";

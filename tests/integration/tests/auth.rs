@@ -3,12 +3,8 @@
 
 mod common;
 
-use std::sync::Mutex;
-
 use common::*;
-use mantle_mock_server::MockMantle;
-
-static ENV_LOCK: Mutex<()> = Mutex::new(());
+use mantle_mock_server::{testkit::isolate_aws_env, MockMantle};
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -17,31 +13,9 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-fn clean() -> std::sync::MutexGuard<'static, ()> {
-    let g = ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    for v in [
-        "AWS_BEARER_TOKEN_BEDROCK",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "MY_MANTLE_KEY",
-    ] {
-        std::env::remove_var(v);
-    }
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/mantle-it/config");
-    std::env::set_var(
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "/nonexistent/mantle-it/credentials",
-    );
-    g
-}
-
 #[test]
 fn explicit_keys_report_their_source_and_no_expiry() {
-    let _g = clean();
+    let _g = isolate_aws_env();
     let server = MockMantle::start(None).unwrap();
     let t = provider_for(&server, "  literal-key ")
         .bearer_token()
@@ -83,7 +57,7 @@ fn explicit_keys_report_their_source_and_no_expiry() {
 
 #[test]
 fn iam_minted_token_over_the_abi() {
-    let _g = clean();
+    let _g = isolate_aws_env();
     std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDABITEST");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "abi-secret");
     let server = MockMantle::start(None).unwrap();
@@ -113,7 +87,7 @@ fn iam_minted_token_over_the_abi() {
 
 #[test]
 fn no_credentials_is_an_error_value_and_a_skip() {
-    let _g = clean();
+    let _g = isolate_aws_env();
     let server = MockMantle::start(None).unwrap();
     let cfg = serde_json::json!({"baseUrl": server.base_url()}).to_string();
     let p = plugin().create_provider("", &cfg).unwrap();

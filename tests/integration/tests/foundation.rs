@@ -95,19 +95,6 @@ fn a_library_that_is_not_a_plugin_is_refused() {
     assert!(err.to_string().contains("no such file"), "{err}");
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "mantle-it-{}-{}",
-        std::process::id(),
-        std::thread::current()
-            .name()
-            .unwrap_or("t")
-            .replace("::", "-")
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn config_errors_cross_the_abi_as_values_naming_the_field() {
     let p = plugin();

@@ -11,6 +11,7 @@
 //! so concurrent tests can check every stream got its own text back.
 
 pub mod ecs;
+pub mod testkit;
 
 use std::{
     collections::VecDeque,
@@ -512,6 +513,104 @@ pub fn anthropic_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec
         &json!({"type": "message_stop"}),
     ));
     steps
+}
+
+/// An OpenAI stream with reasoning (`reasoning_content` then `reasoning`), text `Hi`, one tool
+/// call `get({"a":1})` split over deltas, usage and `[DONE]`.
+pub fn openai_tool_and_reasoning_stream() -> Vec<Step> {
+    let chunk = |delta: Value, finish: Value| {
+        sse_data(
+            &json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
+    };
+    vec![
+        chunk(json!({"role": "assistant"}), Value::Null),
+        chunk(json!({"reasoning_content": "think "}), Value::Null),
+        chunk(json!({"reasoning": "more"}), Value::Null),
+        chunk(json!({"content": "Hi"}), Value::Null),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": ""}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+            Value::Null,
+        ),
+        chunk(json!({}), json!("tool_calls")),
+        sse_data(
+            &json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 3}, "completion_tokens_details": {"reasoning_tokens": 2}}}),
+        ),
+        Step::Bytes(b"data: [DONE]\n\n".to_vec()),
+    ]
+}
+
+/// The Anthropic twin of [`openai_tool_and_reasoning_stream`]: thinking (with a signature), a
+/// ping, text `Hi`, a `tool_use` block `get({"a":1})`, usage and `tool_use` stop reason.
+pub fn anthropic_tool_and_thinking_stream() -> Vec<Step> {
+    vec![
+        anthropic_event(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": "msg_1", "model": "m", "usage": {"input_tokens": 7, "output_tokens": 1, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 0}}}),
+        ),
+        anthropic_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "think "}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "more"}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig=="}}),
+        ),
+        anthropic_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        ),
+        anthropic_event("ping", &json!({"type": "ping"})),
+        anthropic_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}}),
+        ),
+        anthropic_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 1}),
+        ),
+        anthropic_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {}}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}}),
+        ),
+        anthropic_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
+        ),
+        anthropic_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 2}),
+        ),
+        anthropic_event(
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}}),
+        ),
+        anthropic_event("message_stop", &json!({"type": "message_stop"})),
+    ]
 }
 
 /// Counts a body as aborted when it is dropped before its last step was sent.

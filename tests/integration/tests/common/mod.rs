@@ -28,21 +28,37 @@ fn target_dir() -> PathBuf {
 
 static BUILD_LOCK: Lazy<Mutex<()>> = Lazy::new(|| Mutex::new(()));
 
-/// Builds a workspace cdylib package (debug profile) and returns its file.
-pub fn build_cdylib(package: &str, file_stem: &str) -> PathBuf {
+/// Runs `cargo build --quiet` (debug profile) in the workspace with extra arguments.
+fn cargo_build(args: &[&str]) {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", package])
+        .args(["build", "--quiet"])
+        .args(args)
         .current_dir(workspace_root())
         .status()
         .expect("run cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
+    assert!(status.success(), "cargo build {args:?} failed");
+}
+
+/// Builds a workspace cdylib package (debug profile) and returns its file.
+pub fn build_cdylib(package: &str, file_stem: &str) -> PathBuf {
+    cargo_build(&["-p", package]);
     let file = target_dir().join("debug").join(format!(
         "{}{file_stem}{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     ));
+    assert!(file.is_file(), "{} was not built", file.display());
+    file
+}
+
+/// Builds a workspace binary (debug profile) and returns its file.
+pub fn build_bin(package: &str, bin: &str) -> PathBuf {
+    cargo_build(&["-p", package, "--bin", bin]);
+    let file = target_dir()
+        .join("debug")
+        .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     assert!(file.is_file(), "{} was not built", file.display());
     file
 }
@@ -99,4 +115,18 @@ pub fn terminal(events: &[Event]) -> &Event {
         "exactly one terminal event"
     );
     last
+}
+
+/// A scratch directory for this process and test thread, under the system temp dir.
+pub fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "mantle-it-{}-{}",
+        std::process::id(),
+        std::thread::current()
+            .name()
+            .unwrap_or("t")
+            .replace("::", "-")
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
