@@ -533,3 +533,87 @@ fn a_thousand_concurrent_streams_each_get_their_own_text() {
     }
     assert_eq!(server.requests().len(), N);
 }
+
+/// One canonical request with every part (issue #5 point 1), sent to a model on each route:
+/// the server's request log shows what each route made of it.
+#[test]
+fn one_canonical_request_form_is_routed_and_translated_by_the_models_api() {
+    let server = MockMantle::start(Some("k")).unwrap();
+    server.set_models(vec![json!({"id": "openai.gpt-oss-120b"})]);
+    let provider = provider_for(&server, "k");
+    let canonical = |model: &str| {
+        json!({
+            "model": model,
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+                ]}
+            ],
+            "tools": [{"type": "function", "function": {"name": "lookup", "description": "look up", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}],
+            "tool_choice": "auto",
+            "temperature": 0.3,
+            "max_tokens": 512,
+            "stop": ["END"],
+            "reasoning": "medium",
+            "headers": {"x-trace-id": "trace-42"}
+        })
+    };
+
+    let events = run_stream(&provider, &canonical("openai.gpt-oss-120b"));
+    assert_eq!(terminal(&events).kind, EventKind::Done);
+    let sent = &server.requests_to("/v1/chat/completions")[0];
+    assert_eq!(sent.header("x-trace-id"), Some("trace-42"));
+    let body = sent.json();
+    assert_eq!(
+        body["messages"],
+        canonical("m")["messages"],
+        "passed through"
+    );
+    assert_eq!(body["tools"], canonical("m")["tools"]);
+    assert_eq!(body["tool_choice"], "auto");
+    assert_eq!(body["temperature"], json!(0.3));
+    assert_eq!(body["max_tokens"], 512);
+    assert_eq!(body["stop"], json!(["END"]));
+    assert_eq!(body["reasoning_effort"], "medium");
+    for own_key in ["reasoning", "headers"] {
+        assert!(
+            body.get(own_key).is_none(),
+            "{own_key} is not sent upstream"
+        );
+    }
+
+    let events = run_stream(&provider, &canonical("anthropic.claude-opus-5"));
+    assert_eq!(terminal(&events).kind, EventKind::Done);
+    assert_eq!(
+        server.requests_to("/v1/chat/completions").len(),
+        1,
+        "routed by api"
+    );
+    let sent = &server.requests_to("/anthropic/v1/messages")[0];
+    assert_eq!(sent.header("x-trace-id"), Some("trace-42"));
+    assert_eq!(sent.header("authorization"), Some("Bearer k"));
+    assert!(sent.header("x-api-key").is_none());
+    let body = sent.json();
+    assert_eq!(
+        body["system"],
+        json!([{"type": "text", "text": "be brief"}])
+    );
+    assert_eq!(
+        body["messages"][0]["content"][1]["source"],
+        json!({"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="})
+    );
+    assert_eq!(body["tools"][0]["name"], "lookup");
+    assert_eq!(
+        body["tools"][0]["input_schema"]["properties"]["q"]["type"],
+        "string"
+    );
+    assert_eq!(body["tool_choice"], json!({"type": "auto"}));
+    assert_eq!(body["stop_sequences"], json!(["END"]));
+    assert!(
+        body["thinking"].is_object(),
+        "reasoning became thinking: {body}"
+    );
+    assert!(body["max_tokens"].as_u64().unwrap() >= 512);
+}
