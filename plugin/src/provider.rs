@@ -213,11 +213,20 @@ impl Provider {
     }
 }
 
+/// The longest a provider close waits for its worker threads to exit.
+const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Drop for Provider {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
-            // Never block a host thread on in-flight tasks; they are aborted.
-            rt.shutdown_background();
+            // Tasks are aborted either way. From a plain host thread, wait (bounded) for the
+            // worker threads to exit, so a closed provider leaves no thread behind; inside a
+            // runtime, blocking is not allowed, so let them exit in the background.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+            }
         }
     }
 }

@@ -49,7 +49,7 @@ extern "C" fn provider_close(provider: u64) -> FfiUnit {
 
 extern "C" fn catalog(provider: u64) -> RResult<RString, FfiError> {
     rresult(super::guard("catalog", || {
-        super::catalog(provider).map(RString::from)
+        super::catalog(provider).map(|(_, json)| RString::from(json))
     }))
 }
 

@@ -3,6 +3,7 @@
 //! exported function.
 
 pub mod abi;
+pub mod c;
 
 use std::{
     collections::HashMap,
@@ -138,10 +139,12 @@ pub fn provider_close(id: u64) -> Result<(), FfiError> {
     Ok(())
 }
 
-/// The catalog JSON (`{outcome, provider}`).
-pub fn catalog(id: u64) -> Result<String, FfiError> {
+/// The catalog's outcome and its JSON (`{outcome, provider}`).
+pub fn catalog(id: u64) -> Result<(crate::discovery::Outcome, String), FfiError> {
     let result = provider(id)?.catalog();
-    serde_json::to_string(&result).map_err(|e| FfiError::new(ErrorCode::Internal, e.to_string()))
+    let json = serde_json::to_string(&result)
+        .map_err(|e| FfiError::new(ErrorCode::Internal, e.to_string()))?;
+    Ok((result.outcome, json))
 }
 
 /// The resolved bearer token.
