@@ -279,8 +279,9 @@ extern "C" {
 struct mantle_version mantle_abi_version(void);
 
 /**
- * The plugin's version and build tag, e.g. `"0.1.0 (dev)"`. A static NUL-terminated string
- * owned by the library, valid as long as the library is loaded; do not free it.
+ * The plugin's version, with its build tag when it has one: `"0.1.0"`, `"0.1.0 (v2)"`.
+ * A static NUL-terminated string owned by the library, valid as long as the library is
+ * loaded; do not free it.
  */
 const char *mantle_plugin_version(void);
 

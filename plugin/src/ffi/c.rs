@@ -267,17 +267,17 @@ pub extern "C" fn mantle_abi_version() -> mantle_version {
     }
 }
 
-/// The plugin's version and build tag, e.g. `"0.1.0 (dev)"`. A static NUL-terminated string
-/// owned by the library, valid as long as the library is loaded; do not free it.
+/// The plugin's version, with its build tag when it has one: `"0.1.0"`, `"0.1.0 (v2)"`.
+/// A static NUL-terminated string owned by the library, valid as long as the library is
+/// loaded; do not free it.
 #[no_mangle]
 pub extern "C" fn mantle_plugin_version() -> *const c_char {
     static VERSION: Lazy<CString> = Lazy::new(|| {
-        CString::new(format!(
-            "{} ({})",
-            env!("CARGO_PKG_VERSION"),
-            crate::BUILD_TAG
-        ))
-        .unwrap_or_default()
+        let version = match crate::BUILD_TAG {
+            "" => env!("CARGO_PKG_VERSION").to_string(),
+            tag => format!("{} ({tag})", env!("CARGO_PKG_VERSION")),
+        };
+        CString::new(version).unwrap_or_default()
     });
     VERSION.as_ptr()
 }
