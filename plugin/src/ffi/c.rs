@@ -210,7 +210,7 @@ fn entry(what: &str, f: impl FnOnce() -> Result<(), FfiError>) -> mantle_result 
     match super::guard(what, f) {
         Ok(()) => mantle_result::MANTLE_OK,
         Err(e) => {
-            set_last_error(&format!("{what}: {}", e.message));
+            set_last_error(&e.message);
             e.code.into()
         }
     }
@@ -648,6 +648,18 @@ mod tests {
             last_error().contains("`plugin_config` is not valid UTF-8 (invalid byte at offset 1)"),
             "{}",
             last_error()
+        );
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_result_with_a_message() {
+        let r = entry("mantle_test_entry", || panic!("boom in the core"));
+        assert_eq!(r, mantle_result::MANTLE_INTERNAL);
+        let message = last_error();
+        assert!(
+            message.starts_with("mantle_test_entry: internal error")
+                && message.contains("boom in the core"),
+            "{message}"
         );
     }
 
