@@ -29,7 +29,7 @@
 /**
  * The ABI minor version described by this header.
  */
-#define MANTLE_ABI_MINOR 0
+#define MANTLE_ABI_MINOR 1
 
 /**
  * Result of every fallible C function. The numbers equal `mantle_abi::ErrorCode`'s.

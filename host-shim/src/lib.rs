@@ -8,6 +8,8 @@
 //! runtime or has thread-local destructors cannot be `dlclose`d safely, so the mapping stays
 //! (its runtimes are shut down when its providers close).
 
+pub mod swap;
+
 use std::{
     path::{Path, PathBuf},
     sync::{
@@ -263,6 +265,7 @@ fn result<T>(r: RResult<T, FfiError>) -> Result<T, FfiError> {
     r.into_result()
 }
 
+/// The shared part of a provider: the plugin version and the handle. Streams keep it alive.
 struct ProviderInner {
     plugin: Arc<Plugin>,
     id: u64,
@@ -338,6 +341,32 @@ impl Provider {
         })
     }
 
+    /// Exports the hot-swap state blob (ABI 1.1); `None` when the plugin lacks the entry point.
+    pub fn export_state(&self) -> Result<Option<StateBlob>, FfiError> {
+        let Some(export) = self.inner.plugin.module.state_export() else {
+            return Ok(None);
+        };
+        let text = result(export(self.inner.id))?;
+        Ok(Some(StateBlob(text.into_string())))
+    }
+
+    /// Adopts a state blob from another version (ABI 1.1): returns what was adopted
+    /// (`{"discovery_entries": n, "tokens": n}`), or `None` when the plugin lacks the entry
+    /// point.
+    pub fn import_state(&self, blob: &StateBlob) -> Result<Option<serde_json::Value>, FfiError> {
+        let Some(import) = self.inner.plugin.module.state_import() else {
+            return Ok(None);
+        };
+        let text = result(import(self.inner.id, RStr::from_str(&blob.0)))?;
+        Ok(serde_json::from_str(text.as_str()).ok())
+    }
+
+    /// A handle that tells when this provider instance was closed (it and all its streams
+    /// dropped), without keeping it open.
+    pub fn watch(&self) -> ProviderWatch {
+        ProviderWatch(Arc::downgrade(&self.inner))
+    }
+
     /// Starts a stream for a canonical request (JSON text).
     pub fn stream(&self, request_json: &str) -> Result<Stream, FfiError> {
         let id = result((self.inner.plugin.module.stream_start())(
@@ -349,6 +378,40 @@ impl Provider {
             id,
             finished: false,
         })
+    }
+}
+
+/// A provider's hot-swap state: discovery and token caches as JSON. It holds bearer tokens,
+/// so its Debug output is redacted; hand it to the next version in memory, never log it.
+#[derive(Clone)]
+pub struct StateBlob(String);
+
+impl StateBlob {
+    /// Size of the blob in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the blob is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for StateBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateBlob(<{} bytes, redacted>)", self.0.len())
+    }
+}
+
+/// Observes a provider instance without keeping it open.
+#[derive(Debug, Clone)]
+pub struct ProviderWatch(std::sync::Weak<ProviderInner>);
+
+impl ProviderWatch {
+    /// True once the provider and all its streams were dropped (its runtime is shut down).
+    pub fn is_closed(&self) -> bool {
+        self.0.strong_count() == 0
     }
 }
 

@@ -19,6 +19,7 @@ use crate::{
     region::{self, RegionChoice},
     request::{self, CanonicalRequest},
     routes::Endpoints,
+    state::{Adopted, DiscoveryEntry, StateBlob, TokenEntry, STATE_FORMAT},
     stream::{Route, StreamHandle, Timeouts, UpstreamRequest},
 };
 
@@ -141,6 +142,7 @@ impl Provider {
             .build()
             .map_err(|e| CreateError::Startup(format!("runtime: {e}")))?;
         let http = reqwest::Client::builder()
+            .user_agent(crate::user_agent())
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
@@ -195,6 +197,68 @@ impl Provider {
     pub fn bearer_token(&self) -> Result<ResolvedToken, crate::auth::AuthError> {
         let core = self.core.clone();
         self.rt().block_on(async move { core.auth.resolve().await })
+    }
+
+    /// The hot-swap state blob (JSON; contains bearer tokens, never log it): the discovery
+    /// cache and the IAM token cache.
+    pub fn export_state(&self) -> String {
+        let core = &self.core;
+        StateBlob {
+            format: STATE_FORMAT,
+            region: core.auth.region().to_string(),
+            discovery: core
+                .cache
+                .export()
+                .into_iter()
+                .map(|(endpoint, identity, cached)| DiscoveryEntry {
+                    endpoint,
+                    identity,
+                    cached,
+                })
+                .collect(),
+            tokens: core
+                .auth
+                .export_tokens()
+                .into_iter()
+                .map(TokenEntry::from_cached)
+                .collect(),
+        }
+        .to_json()
+    }
+
+    /// Adopts a state blob exported by another instance (typically the previous version of
+    /// the plugin). Tokens minted for another region are skipped; discovery entries are keyed
+    /// by endpoint and credential identity, so they never leak across credentials.
+    pub fn import_state(&self, blob: &str) -> Result<Adopted, String> {
+        let blob = StateBlob::parse(blob)?;
+        let core = self.core.clone();
+        let discovery_entries = blob.discovery.len();
+        core.cache.import(
+            blob.discovery
+                .into_iter()
+                .map(|d| (d.endpoint, d.identity, d.cached))
+                .collect(),
+        );
+        let tokens: Vec<_> = if blob.region == core.auth.region() {
+            blob.tokens
+                .into_iter()
+                .map(TokenEntry::into_cached)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let adopted = Adopted {
+            discovery_entries,
+            tokens: tokens.len(),
+        };
+        self.rt()
+            .block_on(async move { core.auth.import_tokens(tokens).await });
+        tracing::debug!(
+            discovery_entries = adopted.discovery_entries,
+            tokens = adopted.tokens,
+            "adopted state from another instance"
+        );
+        Ok(adopted)
     }
 
     /// Starts a stream for a canonical request. Request errors are returned at once; upstream

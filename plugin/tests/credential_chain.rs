@@ -114,22 +114,11 @@ fn shared_credentials_file() {
     );
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    aws_smithy_types::DateTime::from(t)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap()
-}
-
 #[test]
 fn ecs_endpoint_rotation_is_picked_up_by_the_refresh() {
     let _g = isolate_aws_env();
     let now = SystemTime::now();
-    let creds = |akid: &str, expires: SystemTime| EcsCredentials {
-        access_key_id: akid.into(),
-        secret_access_key: format!("{akid}-secret"),
-        token: format!("{akid}-session"),
-        expiration: rfc3339(expires),
-    };
+    let creds = EcsCredentials::new;
     // The first credentials expire in 20 minutes: the token must refresh 5 minutes before that.
     let ecs = EcsEndpoint::start(vec![
         creds("AKIDROTATE1", now + Duration::from_secs(1200)),

@@ -23,11 +23,10 @@ use abi_stable::{
 /// Major ABI version. Hosts refuse a plugin whose major version differs from theirs.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor ABI version. A plugin with a minor version >= the host's is accepted.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 
 /// Whether a plugin implementing ABI `major.minor` can serve a host built for
 /// [`ABI_MAJOR`].[`ABI_MINOR`]: same major, and at least the host's minor.
-#[allow(clippy::absurd_extreme_comparisons)] // ABI_MINOR is 0 today; the rule holds for later minors.
 pub fn abi_compatible(major: u32, minor: u32) -> bool {
     major == ABI_MAJOR && minor >= ABI_MINOR
 }
@@ -220,6 +219,14 @@ pub struct MantleModule {
     /// Releases a stream handle (cancelling it if still running).
     #[sabi(last_prefix_field)]
     pub stream_close: extern "C" fn(stream: u64) -> FfiUnit,
+    /// ABI 1.1. Exports the provider's hot-swap state blob: JSON with the discovery cache and
+    /// the IAM token cache. It contains bearer tokens: pass it to the next version in memory,
+    /// never log or store it. Read through `MantleModuleRef::state_export()`, an `Option`.
+    pub state_export: extern "C" fn(provider: u64) -> RResult<RString, FfiError>,
+    /// ABI 1.1. Adopts a state blob exported by another version (same config expected).
+    /// Returns `{"discovery_entries": n, "tokens": n}`; a blob of an unknown format is an
+    /// `InvalidArgument` error and changes nothing.
+    pub state_import: extern "C" fn(provider: u64, blob: RStr<'_>) -> RResult<RString, FfiError>,
 }
 
 impl RootModule for MantleModuleRef {

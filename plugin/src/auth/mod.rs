@@ -178,6 +178,24 @@ impl Auth {
             .clone()
     }
 
+    /// The region tokens are minted for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Every cached IAM token (none when no token was minted yet), for the state blob.
+    pub fn export_tokens(&self) -> Vec<iam::CachedToken> {
+        self.iam.get().map(|iam| iam.export()).unwrap_or_default()
+    }
+
+    /// Adopts IAM tokens from another instance (expired ones are ignored). Nothing to do, and
+    /// no credentials chain built, when `tokens` is empty.
+    pub async fn import_tokens(&self, tokens: Vec<iam::CachedToken>) {
+        if !tokens.is_empty() {
+            self.iam().await.import(tokens);
+        }
+    }
+
     /// Resolves the token to use now.
     pub async fn resolve(&self) -> Result<ResolvedToken, AuthError> {
         if let Some(explicit) = self.explicit_token() {

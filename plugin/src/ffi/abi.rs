@@ -99,6 +99,18 @@ extern "C" fn stream_close(stream: u64) -> FfiUnit {
     rresult(super::guard("stream_close", || super::stream_close(stream)))
 }
 
+extern "C" fn state_export(provider: u64) -> RResult<RString, FfiError> {
+    rresult(super::guard("state_export", || {
+        super::state_export(provider).map(RString::from)
+    }))
+}
+
+extern "C" fn state_import(provider: u64, blob: RStr<'_>) -> RResult<RString, FfiError> {
+    rresult(super::guard("state_import", || {
+        super::state_import(provider, blob.as_str()).map(RString::from)
+    }))
+}
+
 /// The exported root module (found by hosts through `abi_stable`'s loader symbol).
 #[export_root_module]
 pub fn get_root_module() -> MantleModuleRef {
@@ -112,6 +124,8 @@ pub fn get_root_module() -> MantleModuleRef {
         stream_next,
         stream_cancel,
         stream_close,
+        state_export,
+        state_import,
     }
     .leak_into_prefix()
 }

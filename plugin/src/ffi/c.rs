@@ -30,7 +30,7 @@ use crate::{discovery::Outcome, stream::Poll};
 /// The ABI major version described by this header (see `mantle_abi_version`).
 pub const MANTLE_ABI_MAJOR: u32 = 1;
 /// The ABI minor version described by this header.
-pub const MANTLE_ABI_MINOR: u32 = 0;
+pub const MANTLE_ABI_MINOR: u32 = 1;
 const _: () = assert!(
     MANTLE_ABI_MAJOR == mantle_abi::ABI_MAJOR && MANTLE_ABI_MINOR == mantle_abi::ABI_MINOR,
     "the C header's ABI version must equal mantle_abi's"

@@ -154,6 +154,19 @@ pub fn bearer_token(id: u64) -> Result<crate::auth::ResolvedToken, FfiError> {
         .map_err(|e| FfiError::new(ErrorCode::AuthUnavailable, format!("{}: {e}", e.reason())))
 }
 
+/// The provider's hot-swap state blob (contains secrets; never log it).
+pub fn state_export(id: u64) -> Result<String, FfiError> {
+    Ok(provider(id)?.export_state())
+}
+
+/// Adopts a state blob; returns what was adopted, as JSON.
+pub fn state_import(id: u64, blob: &str) -> Result<String, FfiError> {
+    let adopted = provider(id)?
+        .import_state(blob)
+        .map_err(|m| FfiError::new(ErrorCode::InvalidArgument, m))?;
+    serde_json::to_string(&adopted).map_err(|e| FfiError::new(ErrorCode::Internal, e.to_string()))
+}
+
 /// Starts a stream.
 pub fn stream_start(provider_id: u64, request_json: &str) -> Result<u64, FfiError> {
     let p = provider(provider_id)?;

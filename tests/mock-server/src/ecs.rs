@@ -28,6 +28,26 @@ pub struct EcsCredentials {
     pub expiration: String,
 }
 
+impl EcsCredentials {
+    /// Credentials for `access_key_id` (secret and session token derived from it) expiring at
+    /// `expires`.
+    pub fn new(access_key_id: &str, expires: std::time::SystemTime) -> Self {
+        EcsCredentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: format!("{access_key_id}-secret"),
+            token: format!("{access_key_id}-session"),
+            expiration: rfc3339(expires),
+        }
+    }
+}
+
+/// RFC 3339 UTC time, as the ECS endpoint reports `Expiration`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    aws_smithy_types::DateTime::from(t)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .expect("a representable time")
+}
+
 struct Inner {
     list: Mutex<Vec<EcsCredentials>>,
     calls: AtomicUsize,

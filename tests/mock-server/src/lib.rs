@@ -140,6 +140,8 @@ struct Inner {
     requests: Mutex<Vec<RecordedRequest>>,
     body_drops: AtomicUsize,
     body_drop_notify: tokio::sync::Notify,
+    /// Pause between the chunks of default (unscripted) streaming replies.
+    step_delay: Mutex<Duration>,
 }
 
 /// A running local server. Dropping it stops the server.
@@ -214,6 +216,12 @@ impl MockMantle {
     /// Replaces the rows served by `GET /v1/models`.
     pub fn set_models(&self, rows: Vec<Value>) {
         *self.inner.models.lock().unwrap() = rows;
+    }
+
+    /// Makes default (unscripted) streaming replies pause this long between chunks, so streams
+    /// stay in flight for a while (e.g. across a hot-swap).
+    pub fn set_step_delay(&self, delay: Duration) {
+        *self.inner.step_delay.lock().unwrap() = delay;
     }
 
     /// Queues a scripted reply for the next request on `route` (FIFO per route).
@@ -402,20 +410,27 @@ fn plain(status: u16, body: &str) -> Response {
 }
 
 fn default_reply(inner: &Inner, route: Route, request: &Value) -> Reply {
-    match route {
+    let model = request["model"].as_str().unwrap_or("unknown");
+    let steps = match route {
         Route::Models => {
             let rows = inner.models.lock().unwrap().clone();
-            Reply::json(&json!({"object": "list", "data": rows}))
+            return Reply::json(&json!({"object": "list", "data": rows}));
         }
-        Route::ChatCompletions => {
-            let model = request["model"].as_str().unwrap_or("unknown");
-            Reply::sse(openai_text_stream(model, &echo_text(request), 8))
-        }
-        Route::AnthropicMessages => {
-            let model = request["model"].as_str().unwrap_or("unknown");
-            Reply::sse(anthropic_text_stream(model, &echo_text(request), 8))
-        }
+        Route::ChatCompletions => openai_text_stream(model, &echo_text(request), 8),
+        Route::AnthropicMessages => anthropic_text_stream(model, &echo_text(request), 8),
+    };
+    let delay = *inner.step_delay.lock().unwrap();
+    if delay.is_zero() {
+        return Reply::sse(steps);
     }
+    let mut paced = Vec::with_capacity(steps.len() * 2);
+    for step in steps {
+        if !paced.is_empty() {
+            paced.push(Step::Sleep(delay));
+        }
+        paced.push(step);
+    }
+    Reply::sse(paced)
 }
 
 /// `echo: <text of the last user message>` for either request shape.

@@ -30,9 +30,19 @@ static BUILD_LOCK: Lazy<Mutex<()>> = Lazy::new(|| Mutex::new(()));
 
 /// Runs `cargo build --quiet` (debug profile) in the workspace with extra arguments.
 fn cargo_build(args: &[&str]) {
+    cargo_build_with_tag(args, None)
+}
+
+/// Like `cargo_build`, with `MANTLE_BUILD_TAG` set (or explicitly unset).
+fn cargo_build_with_tag(args: &[&str], tag: Option<&str>) {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    match tag {
+        Some(tag) => command.env("MANTLE_BUILD_TAG", tag),
+        None => command.env_remove("MANTLE_BUILD_TAG"),
+    };
+    let status = command
         .args(["build", "--quiet"])
         .args(args)
         .current_dir(workspace_root())
@@ -51,6 +61,24 @@ pub fn build_cdylib(package: &str, file_stem: &str) -> PathBuf {
     ));
     assert!(file.is_file(), "{} was not built", file.display());
     file
+}
+
+/// Builds the plugin with `MANTLE_BUILD_TAG=tag` (a distinguishable version: its build tag and
+/// upstream `user-agent` carry the tag), copies it to `target/tagged-plugins/<tag>/`, and
+/// rebuilds the untagged plugin so `target/debug` is left as other tests expect.
+pub fn build_tagged_plugin(tag: &str) -> PathBuf {
+    let file_name = format!(
+        "{}mantle_provider{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    cargo_build_with_tag(&["-p", "mantle-provider"], Some(tag));
+    let dir = target_dir().join("tagged-plugins").join(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join(&file_name);
+    std::fs::copy(target_dir().join("debug").join(&file_name), &copy).unwrap();
+    cargo_build_with_tag(&["-p", "mantle-provider"], None);
+    copy
 }
 
 /// Builds a workspace binary (debug profile) and returns its file.

@@ -1,0 +1,415 @@
+//! Hot-swap (issue #7): two distinguishable builds of the plugin (`MANTLE_BUILD_TAG=v1`/`v2`;
+//! each sends `user-agent: mantle-provider/<version>+<tag>` upstream), a plugins directory
+//! watched by host-shim, a steady load of concurrent streams, and swaps v1 -> v2 -> v1.
+//!
+//! These tests change the process environment (an ECS credentials endpoint, so tokens are
+//! minted and the token cache handover is observable), so they hold the environment lock,
+//! which also keeps the resident-memory measurement free of other tests' load.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use abi_stable::std_types::RStr;
+use common::*;
+use mantle_host_shim::{
+    swap::{HotSwap, SwapEvent},
+    EventKind,
+};
+use mantle_mock_server::{
+    ecs::{EcsCredentials, EcsEndpoint},
+    testkit::isolate_aws_env,
+    MockMantle,
+};
+use once_cell::sync::Lazy;
+use serde_json::json;
+
+static BUILDS: Lazy<(PathBuf, PathBuf)> =
+    Lazy::new(|| (build_tagged_plugin("v1"), build_tagged_plugin("v2")));
+
+const V1: &str = "0.1.0+v1";
+const V2: &str = "0.1.0+v2";
+
+/// Drops a plugin file into `dir` the safe way: write a hidden temp file, then rename.
+fn drop_in(file: &Path, dir: &Path, name: &str) -> Instant {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(file, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+    Instant::now()
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = tempdir().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An IAM setup: a local ECS credentials endpoint in the environment, and a provider config
+/// pointing at the local server with no key (so the plugin mints tokens).
+struct Iam {
+    ecs: EcsEndpoint,
+    server: MockMantle,
+    provider_config: String,
+}
+
+fn iam_setup() -> Iam {
+    let ecs = EcsEndpoint::start(vec![EcsCredentials::new(
+        "AKIDHOTSWAP",
+        SystemTime::now() + Duration::from_secs(6 * 3600),
+    )])
+    .unwrap();
+    std::env::set_var("AWS_CONTAINER_CREDENTIALS_FULL_URI", ecs.uri());
+    let server = MockMantle::start(None).unwrap();
+    let provider_config = json!({"baseUrl": server.base_url(), "region": "us-west-2"}).to_string();
+    Iam {
+        ecs,
+        server,
+        provider_config,
+    }
+}
+
+/// One stream of the steady load.
+struct Run {
+    prompt: String,
+    version: String,
+    started: Instant,
+    ended: Instant,
+    text: String,
+    terminals: Vec<EventKind>,
+}
+
+fn label(tag: &str) -> String {
+    format!("0.1.0+{tag}")
+}
+
+fn one_stream(swap: &HotSwap, prompt: String) -> Run {
+    let started = Instant::now();
+    let provider = swap.provider();
+    let version = label(&provider.plugin().facts().build_tag);
+    let request =
+        json!({"model": "openai.gpt-oss-120b", "messages": [{"role": "user", "content": prompt}]});
+    let mut stream = provider.stream(&request.to_string()).expect("stream start");
+    drop(provider);
+    let events = stream
+        .collect(Duration::from_secs(30))
+        .expect("stream completes");
+    Run {
+        prompt,
+        version,
+        started,
+        ended: Instant::now(),
+        text: text_of(&events),
+        terminals: events
+            .iter()
+            .filter(|e| e.kind.is_terminal())
+            .map(|e| e.kind)
+            .collect(),
+    }
+}
+
+fn user_agent_version(server: &MockMantle, prompt: &str) -> String {
+    let matching: Vec<_> = server
+        .requests_to("/v1/chat/completions")
+        .into_iter()
+        .filter(|r| r.json()["messages"][0]["content"] == prompt)
+        .collect();
+    assert_eq!(matching.len(), 1, "one upstream request for {prompt}");
+    let ua = matching[0].header("user-agent").unwrap_or_default();
+    ua.strip_prefix("mantle-provider/")
+        .unwrap_or_else(|| panic!("user-agent {ua}"))
+        .to_string()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn steady_load_survives_v1_v2_v1_with_state_handover() {
+    let (v1, v2) = BUILDS.clone();
+    let _env = isolate_aws_env();
+    let iam = iam_setup();
+    iam.server.set_step_delay(Duration::from_millis(15));
+    let dir = fresh_dir("plugins-steady");
+    drop_in(&v1, &dir, "libmantle_provider-v1.so");
+
+    let (swap, scanner) = HotSwap::from_dir(&dir, "", &iam.provider_config).unwrap();
+    assert_eq!(swap.current_label(), V1);
+    let catalog = swap.provider().catalog().unwrap();
+    assert_eq!(catalog["outcome"]["status"], "ready", "{catalog}");
+    assert_eq!(iam.server.requests_to("/v1/models").len(), 1);
+    assert_eq!(
+        iam.ecs.calls(),
+        1,
+        "one credentials fetch for the first mint"
+    );
+    let _watcher = swap.watch(scanner, Duration::from_millis(20));
+
+    // Steady load: 6 threads, each streaming one request after another.
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (swap, stop, counter) = (swap.clone(), stop.clone(), counter.clone());
+            std::thread::spawn(move || {
+                let mut runs = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    runs.push(one_stream(&swap, format!("worker {w} request {n}")));
+                }
+                runs
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(400));
+    // v1 -> v2: drop the new file in; the watcher loads it side by side and cuts over.
+    let dropped = drop_in(&v2, &dir, "libmantle_provider-v2.so");
+    wait_for("the cut-over to v2", Duration::from_secs(30), || {
+        swap.current_label() == V2
+    });
+    let switched_to_v2 = Instant::now();
+    std::thread::sleep(Duration::from_millis(400));
+    // v2 -> v1: roll back the same way (the v1 library is still mapped).
+    let rollback_started = Instant::now();
+    let report = swap.rollback().unwrap();
+    let rolled_back = Instant::now();
+    assert_eq!((report.from.as_str(), report.to.as_str()), (V2, V1));
+    std::thread::sleep(Duration::from_millis(400));
+    stop.store(true, Ordering::Relaxed);
+    let runs: Vec<Run> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+
+    // Zero failed or truncated streams, each served whole by the version it started on.
+    assert!(runs.len() >= 30, "a steady load: {} streams", runs.len());
+    for run in &runs {
+        assert_eq!(run.text, format!("echo: {}", run.prompt), "whole text");
+        assert_eq!(run.terminals, [EventKind::Done], "{}", run.prompt);
+        assert_eq!(
+            user_agent_version(&iam.server, &run.prompt),
+            run.version,
+            "{} went upstream from the version it started on",
+            run.prompt
+        );
+    }
+    // New requests go to the new version at once after each swap.
+    for run in &runs {
+        if run.started > switched_to_v2 && run.started < rollback_started {
+            assert_eq!(run.version, V2, "{}", run.prompt);
+        }
+        if run.started > rolled_back {
+            assert_eq!(run.version, V1, "{}", run.prompt);
+        }
+    }
+    // In-flight streams crossed both swaps and finished on the old version.
+    let crossed = |at: Instant, old: &str| {
+        runs.iter()
+            .filter(|r| r.started < at && r.ended > at && r.version == old)
+            .count()
+    };
+    assert!(
+        crossed(switched_to_v2, V1) > 0,
+        "v1 streams in flight at the cut-over"
+    );
+    assert!(
+        crossed(rollback_started, V2) > 0,
+        "v2 streams in flight at the rollback"
+    );
+    let first_v2 = runs
+        .iter()
+        .filter(|r| r.version == V2)
+        .map(|r| r.started)
+        .min()
+        .expect("some streams ran on v2");
+
+    // State handover: no discovery and no credentials fetch (mint) after either swap.
+    for _ in 0..3 {
+        let catalog = swap.provider().catalog().unwrap();
+        assert_eq!(catalog["outcome"]["status"], "ready");
+    }
+    assert_eq!(
+        iam.server.requests_to("/v1/models").len(),
+        1,
+        "no rediscovery"
+    );
+    assert_eq!(
+        iam.ecs.calls(),
+        1,
+        "no new credentials fetch: tokens were handed over"
+    );
+    let tokens: std::collections::BTreeSet<String> = iam
+        .server
+        .requests_to("/v1/chat/completions")
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_string))
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "every version used the same handed-over token"
+    );
+    let swaps: Vec<_> = swap
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SwapEvent::Swapped(r) => Some(r),
+            SwapEvent::Refused { .. } => None,
+        })
+        .collect();
+    assert_eq!(swaps.len(), 2);
+    for r in &swaps {
+        let adopted = r.adopted.as_ref().expect("state adopted");
+        assert_eq!(adopted["discovery_entries"], 1, "{adopted}");
+        assert_eq!(adopted["tokens"], 1, "{adopted}");
+    }
+
+    // Old versions close once their last stream ended.
+    wait_for("old providers to close", Duration::from_secs(10), || {
+        swap.draining().is_empty()
+    });
+    eprintln!(
+        "hot-swap: {} streams; cut-over (file dropped -> current) {:?}, (file dropped -> first \
+         request on v2) {:?}; swap itself {:?}; rollback {:?}",
+        runs.len(),
+        switched_to_v2 - dropped,
+        first_v2.saturating_duration_since(dropped),
+        swaps[0].took,
+        swaps[1].took,
+    );
+}
+
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn fifty_swaps_reuse_two_mappings_and_close_every_old_provider() {
+    let (v1, v2) = BUILDS.clone();
+    let _env = isolate_aws_env();
+    let iam = iam_setup();
+    let v1_plugin = mantle_host_shim::Plugin::load(&v1).unwrap();
+    let swap = HotSwap::new(v1_plugin, "", &iam.provider_config).unwrap();
+    swap.swap_to_file(&v2).unwrap();
+    swap.provider().catalog().unwrap();
+    // Warm up both versions once, then measure.
+    swap.rollback().unwrap();
+    assert_eq!(
+        one_stream(&swap, "warm-up".into()).terminals,
+        [EventKind::Done]
+    );
+    let before = resident_kib();
+    for i in 0..50 {
+        let report = swap.rollback().unwrap();
+        assert_ne!(report.from, report.to);
+        let run = one_stream(&swap, format!("swap {i}"));
+        assert_eq!(run.text, format!("echo: swap {i}"));
+        assert_eq!(run.version, report.to);
+    }
+    wait_for("old providers to close", Duration::from_secs(10), || {
+        swap.draining().is_empty()
+    });
+    let after = resident_kib();
+    assert_eq!(
+        swap.mapped_versions(),
+        2,
+        "rollbacks reuse the mapped libraries"
+    );
+    assert_eq!(iam.server.requests_to("/v1/models").len(), 1);
+    assert_eq!(iam.ecs.calls(), 1);
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "50 swaps: resident {before} KiB -> {after} KiB (+{growth} KiB, {:.1} KiB per swap)",
+        growth as f64 / 50.0
+    );
+}
+
+#[test]
+fn refused_versions_leave_the_current_one_serving() {
+    let (v1, _) = BUILDS.clone();
+    // Not for the environment: it keeps this test from running beside the memory measurement.
+    let _serial = isolate_aws_env();
+    let fake = build_cdylib("mantle-fake-plugin-abi2", "mantle_fake_plugin_abi2");
+    let server = MockMantle::start(Some("k")).unwrap();
+    let config = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
+    let dir = fresh_dir("plugins-refused");
+    drop_in(&v1, &dir, "libmantle_provider-v1.so");
+    // The newest file is incompatible: start-up skips it and serves v1.
+    std::thread::sleep(Duration::from_millis(20));
+    drop_in(&fake, &dir, "libmantle_provider-abi2.so");
+    std::fs::write(dir.join("README.txt"), "not a plugin").unwrap();
+    let (swap, scanner) = HotSwap::from_dir(&dir, "", &config).unwrap();
+    assert_eq!(swap.current_label(), V1);
+    let refused = |swap: &HotSwap| -> Vec<String> {
+        swap.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                SwapEvent::Refused { error, .. } => Some(error),
+                SwapEvent::Swapped(_) => None,
+            })
+            .collect()
+    };
+    let at_start = refused(&swap);
+    assert_eq!(at_start.len(), 1, "{at_start:?}");
+    assert!(at_start[0].contains("incompatible ABI"), "{}", at_start[0]);
+
+    // New files that fail to load are refused while v1 keeps serving.
+    let _watcher = swap.watch(scanner, Duration::from_millis(20));
+    std::fs::write(dir.join(".junk.tmp"), b"\x7fELF but not really").unwrap();
+    std::fs::rename(dir.join(".junk.tmp"), dir.join("libjunk.so")).unwrap();
+    wait_for(
+        "the junk file to be refused",
+        Duration::from_secs(10),
+        || refused(&swap).len() == 2,
+    );
+    let errors = refused(&swap);
+    assert!(
+        errors[1].contains("libjunk.so") && errors[1].contains("cannot open"),
+        "{}",
+        errors[1]
+    );
+    assert_eq!(swap.current_label(), V1);
+    let run = one_stream(&swap, "still serving".into());
+    assert_eq!(run.text, "echo: still serving");
+
+    // Re-dropping identical bytes reuses the mapped library.
+    drop_in(&v1, &dir, "libmantle_provider-v1-again.so");
+    wait_for(
+        "the identical file to be swapped in",
+        Duration::from_secs(10),
+        || swap.events().len() == 3,
+    );
+    assert_eq!(swap.mapped_versions(), 1);
+    assert_eq!(swap.current_label(), V1);
+    assert!(matches!(swap.rollback(), Ok(r) if r.to == V1));
+
+    // A state blob of an unknown format is refused by name.
+    let provider = swap.provider();
+    let import = provider.plugin().module().state_import().expect("ABI 1.1");
+    let err = import(provider.id(), RStr::from_str(r#"{"format": 99}"#))
+        .into_result()
+        .unwrap_err();
+    assert_eq!(err.code, mantle_abi::ErrorCode::InvalidArgument);
+    assert!(err.message.contains("format 99"), "{err}");
+    // And an exported blob never shows its content in Debug output.
+    let blob = provider.export_state().unwrap().unwrap();
+    assert!(format!("{blob:?}").contains("redacted"), "{blob:?}");
+}
