@@ -5,6 +5,9 @@
 //! - `mantle token`: where the bearer token comes from and when it expires (never the token).
 //! - `mantle demo`: starts the local Mantle-compatible server, loads the plugin, lists models and
 //!   streams one reply on each route. No AWS account needed.
+//! - `mantle serve --plugins-dir DIR [--local]`: serves a steady load of streams from the newest
+//!   plugin in DIR and hot-swaps when a new version is dropped in; `rollback`, `swap FILE`,
+//!   `status` and `quit` on stdin.
 //!
 //! Config: `--config FILE` (JSON5: `{ plugin: {...}, provider: {...} }`) plus the environment
 //! (`AWS_REGION`, `AWS_BEARER_TOKEN_BEDROCK`, AWS credentials), as the provider spec says.
@@ -16,6 +19,8 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+
+mod serve;
 
 use clap::{Parser, Subcommand};
 use mantle_host_shim::{default_plugin_path, EventKind, Plugin, Provider};
@@ -59,6 +64,31 @@ enum Command {
     Token,
     /// Run the whole flow against an embedded local Mantle-compatible server.
     Demo,
+    /// Serve a steady load of streams from a plugins directory, hot-swapping to each new
+    /// version dropped into it. Commands on stdin: `rollback`, `swap FILE`, `status`, `quit`.
+    Serve {
+        /// Directory holding provider plugin files; the newest valid one is loaded first.
+        #[arg(long)]
+        plugins_dir: PathBuf,
+        /// Serve against an embedded local Mantle-compatible server (no AWS needed).
+        #[arg(long)]
+        local: bool,
+        /// How often the directory is polled for new versions, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        poll_ms: u64,
+        /// Concurrent request loops.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Pause between requests of one loop, in milliseconds.
+        #[arg(long, default_value_t = 250)]
+        pause_ms: u64,
+        /// Model id for the requests.
+        #[arg(long, default_value = "openai.gpt-oss-120b")]
+        model: String,
+        /// Stop after this many seconds (default: until `quit` or end of input).
+        #[arg(long)]
+        duration_secs: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +154,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo => demo(cli.plugin),
+        Command::Serve {
+            plugins_dir,
+            local,
+            poll_ms,
+            concurrency,
+            pause_ms,
+            model,
+            duration_secs,
+        } => read_config(cli.config.as_ref()).and_then(|cfg| {
+            serve::run(serve::Options {
+                plugins_dir,
+                local,
+                poll: Duration::from_millis(poll_ms.max(1)),
+                concurrency: concurrency.max(1),
+                pause: Duration::from_millis(pause_ms),
+                model,
+                duration: duration_secs.map(Duration::from_secs),
+                plugin_config: cfg.plugin,
+                provider_config: cfg.provider,
+            })
+        }),
         command => read_config(cli.config.as_ref()).and_then(|cfg| {
             let plugin = load_plugin(cli.plugin)?;
             let provider = plugin
@@ -147,7 +198,7 @@ fn main() -> ExitCode {
                 )
                 .map(|_| ()),
                 Command::Token => token(&provider),
-                Command::Demo => unreachable!("handled above"),
+                Command::Demo | Command::Serve { .. } => unreachable!("handled above"),
             }
         }),
     };

@@ -413,3 +413,85 @@ fn refused_versions_leave_the_current_one_serving() {
     let blob = provider.export_state().unwrap().unwrap();
     assert!(format!("{blob:?}").contains("redacted"), "{blob:?}");
 }
+
+#[test]
+fn cli_serve_upgrades_and_rolls_back_without_a_failed_request() {
+    use std::{
+        io::{BufRead, BufReader, Write},
+        process::{Command, Stdio},
+        sync::mpsc,
+    };
+    let (v1, v2) = BUILDS.clone();
+    let mantle = build_bin("mantle-host-shim", "mantle");
+    let _serial = isolate_aws_env();
+    let dir = fresh_dir("plugins-cli");
+    drop_in(&v1, &dir, "libmantle_provider-v1.so");
+    let mut child = Command::new(mantle)
+        .args([
+            "serve",
+            "--local",
+            "--poll-ms",
+            "20",
+            "--pause-ms",
+            "20",
+            "--plugins-dir",
+        ])
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = |want: &dyn Fn(&str) -> bool, what: &str| {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line for {what}; saw {seen:#?}"));
+            let hit = want(&line);
+            seen.push(line);
+            if hit {
+                return seen.clone();
+            }
+        }
+    };
+    wait_line(&|l| l.starts_with("[0.1.0+v1] request"), "a v1 request");
+    drop_in(&v2, &dir, "libmantle_provider-v2.so");
+    wait_line(
+        &|l| l.starts_with("[swap] 0.1.0+v1 -> 0.1.0+v2"),
+        "the upgrade",
+    );
+    wait_line(&|l| l.starts_with("[0.1.0+v2] request"), "a v2 request");
+    writeln!(stdin, "rollback").unwrap();
+    wait_line(
+        &|l| l.starts_with("[swap] 0.1.0+v2 -> 0.1.0+v1"),
+        "the rollback",
+    );
+    wait_line(
+        &|l| l.starts_with("[0.1.0+v1] request"),
+        "a v1 request again",
+    );
+    writeln!(stdin, "quit").unwrap();
+    let lines = wait_line(&|l| l.starts_with("stopped"), "the end");
+    assert!(child.wait().unwrap().success());
+    assert!(
+        lines.iter().all(|l| !l.starts_with("[failed]")),
+        "{lines:#?}"
+    );
+    let upgrade = lines.iter().find(|l| l.contains("-> 0.1.0+v2")).unwrap();
+    assert!(upgrade.contains(r#""discovery_entries":1"#), "{upgrade}");
+    for l in lines.iter().filter(|l| l.contains("] request ")) {
+        let (_, rest) = l.split_once("] ").unwrap();
+        let (prompt, text) = rest.split_once(": ").unwrap();
+        assert_eq!(text, format!("echo: {prompt} (done)"), "{l}");
+    }
+}
