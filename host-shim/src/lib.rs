@@ -92,6 +92,7 @@ pub struct Plugin {
     facts: PluginFacts,
     source: PathBuf,
     loaded_from: PathBuf,
+    fingerprint: Fingerprint,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -114,7 +115,49 @@ pub fn plugin_file_name() -> String {
     )
 }
 
-fn unique_copy(source: &Path) -> Result<PathBuf, LoadError> {
+/// A plugin file's identity: its length and SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Length in bytes.
+    pub len: u64,
+    /// SHA-256 of the bytes.
+    pub sha256: [u8; 32],
+}
+
+/// Copies `source` to `target` (when given) while fingerprinting it; one read of the file.
+fn copy_and_fingerprint(source: &Path, target: Option<&Path>) -> std::io::Result<Fingerprint> {
+    use sha2::Digest;
+    use std::io::{Read, Write};
+    let mut input = std::fs::File::open(source)?;
+    let mut output = target.map(std::fs::File::create).transpose()?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = input.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        if let Some(out) = output.as_mut() {
+            out.write_all(&buffer[..n])?;
+        }
+        len += n as u64;
+    }
+    Ok(Fingerprint {
+        len,
+        sha256: hasher.finalize().into(),
+    })
+}
+
+/// The fingerprint of a plugin file (to compare with [`Plugin::fingerprint`]).
+pub fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
+    copy_and_fingerprint(path, None)
+}
+
+/// Copies `source` to a unique path in a per-process temp directory; returns it and the
+/// fingerprint of the bytes copied.
+fn unique_copy(source: &Path) -> Result<(PathBuf, Fingerprint), LoadError> {
     let io = |e| LoadError::Io {
         path: source.to_path_buf(),
         source: e,
@@ -127,8 +170,8 @@ fn unique_copy(source: &Path) -> Result<PathBuf, LoadError> {
         .and_then(|s| s.to_str())
         .unwrap_or("plugin");
     let target = dir.join(format!("{stem}-{n}{}", std::env::consts::DLL_SUFFIX));
-    std::fs::copy(source, &target).map_err(io)?;
-    Ok(target)
+    let fingerprint = copy_and_fingerprint(source, Some(&target)).map_err(io)?;
+    Ok((target, fingerprint))
 }
 
 impl Plugin {
@@ -141,14 +184,20 @@ impl Plugin {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
-        let loaded_from = unique_copy(&source)?;
+        let (loaded_from, fingerprint) = unique_copy(&source)?;
         // SAFETY: opening a library runs its initialisers. We only open files the operator put
         // in place as provider plugins; the unique copy guarantees a fresh mapping.
-        let library =
-            unsafe { libloading::Library::new(&loaded_from) }.map_err(|e| LoadError::Open {
-                path: source.clone(),
-                detail: error_chain(&e),
-            })?;
+        let opened = unsafe { libloading::Library::new(&loaded_from) };
+        // The mapping does not need the file: remove the copy at once, so a long-running host
+        // that swaps often does not fill its temp directory (Windows cannot delete a loaded DLL;
+        // the copy stays there).
+        if cfg!(unix) || opened.is_err() {
+            let _ = std::fs::remove_file(&loaded_from);
+        }
+        let library = opened.map_err(|e| LoadError::Open {
+            path: source.clone(),
+            detail: error_chain(&e),
+        })?;
         // SAFETY: abi_stable exports its header under this name as a static `AbiHeaderRef`;
         // `upgrade` below checks that it really is an abi_stable header before using it.
         let header_ref: AbiHeaderRef = unsafe {
@@ -204,6 +253,7 @@ impl Plugin {
             facts,
             source,
             loaded_from,
+            fingerprint,
         }))
     }
 
@@ -217,9 +267,14 @@ impl Plugin {
         &self.source
     }
 
-    /// The unique copy that was actually opened.
+    /// The unique copy that was actually opened (removed right after opening on Unix).
     pub fn loaded_from(&self) -> &Path {
         &self.loaded_from
+    }
+
+    /// Length and SHA-256 of the bytes that were loaded.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
     }
 
     /// Creates a provider instance from JSON5 config texts.

@@ -19,7 +19,6 @@
 
 use std::{
     collections::HashMap,
-    io::Read,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -322,9 +321,13 @@ impl HotSwap {
     /// Loads a file, or returns the already mapped plugin with identical bytes.
     fn load_distinct(&self, path: &Path) -> Result<Arc<Plugin>, SwapError> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        for plugin in loaded.iter() {
-            if same_bytes(path, plugin.loaded_from()).unwrap_or(false) {
-                return Ok(plugin.clone());
+        // Hash the file only when a mapped version has the same length (builds usually differ).
+        let len = std::fs::metadata(path).map(|m| m.len()).ok();
+        if loaded.iter().any(|p| Some(p.fingerprint().len) == len) {
+            if let Ok(fingerprint) = crate::fingerprint(path) {
+                if let Some(plugin) = loaded.iter().find(|p| p.fingerprint() == fingerprint) {
+                    return Ok(plugin.clone());
+                }
             }
         }
         if loaded.len() >= MAX_LOADED_VERSIONS {
@@ -387,26 +390,6 @@ fn hand_over(old: &Provider, new: &Provider) -> Result<serde_json::Value, String
     new.import_state(&blob)
         .map_err(|e| format!("import failed: {e}"))?
         .ok_or_else(|| "the new version has no state import (ABI < 1.1)".to_string())
-}
-
-/// Whether two files have the same bytes (length first, then content).
-fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
-    let (ma, mb) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
-    if ma.len() != mb.len() {
-        return Ok(false);
-    }
-    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
-    loop {
-        let n = fa.read(&mut ba)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        fb.read_exact(&mut bb[..n])?;
-        if ba[..n] != bb[..n] {
-            return Ok(false);
-        }
-    }
 }
 
 /// Stops the watcher thread when dropped.
