@@ -496,3 +496,73 @@ impl PluginDir {
         ready.into_iter().next().map(|(p, _)| p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(dir: &Path, name: &str, bytes: &[u8], age: Duration) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+        path
+    }
+
+    fn so(name: &str) -> String {
+        format!("{name}{}", std::env::consts::DLL_SUFFIX)
+    }
+
+    #[test]
+    fn start_lists_plugin_files_newest_first_ignoring_hidden_and_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = touch(dir.path(), &so("old"), b"1", Duration::from_secs(60));
+        let new = touch(dir.path(), &so("new"), b"2", Duration::from_secs(1));
+        touch(dir.path(), &so(".hidden"), b"3", Duration::ZERO);
+        touch(dir.path(), "notes.txt", b"4", Duration::ZERO);
+        let mut scanner = PluginDir::new(dir.path());
+        assert_eq!(scanner.scan_all(), vec![new, old]);
+        assert_eq!(
+            scanner.poll_newest(Duration::from_millis(10)),
+            None,
+            "all seen"
+        );
+    }
+
+    #[test]
+    fn a_new_file_is_taken_once_settled_and_only_the_newest_of_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut scanner = PluginDir::new(dir.path());
+        scanner.scan_all();
+        let settle = Duration::from_secs(5);
+        // Just written: not settled yet (it may still be growing).
+        let fresh = touch(dir.path(), &so("fresh"), b"v2", Duration::ZERO);
+        assert_eq!(scanner.poll_newest(settle), None);
+        // Unchanged at the next poll: settled.
+        assert_eq!(scanner.poll_newest(settle), Some(fresh.clone()));
+        assert_eq!(scanner.poll_newest(settle), None, "handled once");
+        // Changed in place: taken again once settled.
+        touch(dir.path(), &so("fresh"), b"v3!", Duration::from_secs(10));
+        assert_eq!(scanner.poll_newest(settle), Some(fresh));
+        // Two old-enough files at once: the newest wins, the other is marked seen.
+        touch(dir.path(), &so("a"), b"a", Duration::from_secs(30));
+        let b = touch(dir.path(), &so("b"), b"b", Duration::from_secs(20));
+        assert_eq!(scanner.poll_newest(settle), Some(b));
+        assert_eq!(scanner.poll_newest(settle), None);
+    }
+
+    #[test]
+    fn version_labels_carry_the_build_tag() {
+        let mut facts = PluginFacts {
+            provider_id: "amazon-bedrock-mantle".into(),
+            label: String::new(),
+            plugin_version: "0.1.0".into(),
+            build_tag: String::new(),
+            abi_major: 1,
+            abi_minor: 1,
+        };
+        assert_eq!(version_label(&facts), "0.1.0");
+        facts.build_tag = "v2".into();
+        assert_eq!(version_label(&facts), "0.1.0+v2");
+    }
+}
