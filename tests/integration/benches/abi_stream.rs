@@ -5,7 +5,9 @@
 //!
 //! `cargo bench -p mantle-integration-tests --bench abi_stream`
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::time::Duration;
+
+mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mantle_host_shim::{EventKind, Plugin};
@@ -15,27 +17,8 @@ use serde_json::json;
 /// Text deltas per stream: the server echoes the prompt 8 characters per delta.
 const DELTAS: usize = 20_000;
 
-fn release_plugin() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--release", "-p", "mantle-provider"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build");
-    assert!(status.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("release").join(format!(
-        "{}mantle_provider{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    ))
-}
-
 fn bench(c: &mut Criterion) {
-    let plugin = Plugin::load(release_plugin()).expect("load plugin");
+    let plugin = Plugin::load(support::release_plugin(None)).expect("load plugin");
     let server = MockMantle::start(Some("bench")).unwrap();
     let config = json!({"baseUrl": server.base_url(), "apiKey": "bench"}).to_string();
     let provider = plugin.create_provider("", &config).unwrap();

@@ -9,39 +9,16 @@
 //! `cargo bench -p mantle-integration-tests --bench hot_swap`
 
 use std::{
-    path::{Path, PathBuf},
-    process::Command,
+    path::Path,
     time::{Duration, Instant},
 };
+
+mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mantle_host_shim::{swap::HotSwap, Plugin};
 use mantle_mock_server::MockMantle;
 use serde_json::json;
-
-fn release_plugin(tag: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .env("MANTLE_BUILD_TAG", tag)
-        .args(["build", "--quiet", "--release", "-p", "mantle-provider"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build");
-    assert!(status.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let name = format!(
-        "{}mantle_provider{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    let dir = target.join("tagged-plugins-release").join(tag);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(target.join("release").join(&name), dir.join(&name)).unwrap();
-    dir.join(name)
-}
 
 fn drop_in(file: &Path, dir: &Path, name: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -50,8 +27,8 @@ fn drop_in(file: &Path, dir: &Path, name: &str) {
 }
 
 fn bench(c: &mut Criterion) {
-    let v1 = release_plugin("v1");
-    let v2 = release_plugin("v2");
+    let v1 = support::release_plugin(Some("v1"));
+    let v2 = support::release_plugin(Some("v2"));
     eprintln!(
         "release plugin size: {} KiB",
         std::fs::metadata(&v1).unwrap().len() / 1024

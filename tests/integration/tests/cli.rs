@@ -6,10 +6,7 @@ mod common;
 use std::{path::PathBuf, process::Command};
 
 use common::*;
-use mantle_mock_server::{
-    anthropic_tool_and_thinking_stream, openai_tool_and_reasoning_stream,
-    testkit::isolate_aws_command, MockMantle, Reply, Route,
-};
+use mantle_mock_server::{testkit::isolate_aws_command, MockMantle, Reply, Route};
 use once_cell::sync::Lazy;
 use serde_json::json;
 
@@ -42,6 +39,14 @@ fn mantle(config_text: &str, args: &[&str]) -> Run {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
+}
+
+/// A JSON5 CLI config (unquoted keys, single quotes) for the local server with a literal key.
+fn local_config(server: &MockMantle, key: &str) -> String {
+    format!(
+        "{{ provider: {{ baseUrl: '{}', apiKey: '{key}' }} }}",
+        server.base_url()
+    )
 }
 
 #[test]
@@ -81,12 +86,7 @@ fn models_list_reports_rejection_and_lists_a_ready_catalog() {
         json!({"id": "openai.gpt-oss-120b"}),
         json!({"id": "vendor.unknown-model"}),
     ]);
-    let config = |key: &str| {
-        format!(
-            "{{ provider: {{ baseUrl: '{}', apiKey: '{key}' }} }}",
-            server.base_url()
-        )
-    };
+    let config = |key: &str| local_config(&server, key);
 
     let rejected = mantle(&config("wrong"), &["models", "list"]);
     assert!(rejected.ok, "a rejected key is an outcome, not a failure");
@@ -144,18 +144,8 @@ fn assert_chat_layout(stdout: &str, route: &str) {
 fn chat_shows_reasoning_answer_and_tool_calls_apart_on_both_routes() {
     let server = MockMantle::start(Some("k")).unwrap();
     server.set_models(vec![json!({"id": "openai.gpt-oss-120b"})]);
-    server.push(
-        Route::ChatCompletions,
-        Reply::sse(openai_tool_and_reasoning_stream()),
-    );
-    server.push(
-        Route::AnthropicMessages,
-        Reply::sse(anthropic_tool_and_thinking_stream()),
-    );
-    let config = format!(
-        "{{ provider: {{ baseUrl: '{}', apiKey: 'k' }} }}",
-        server.base_url()
-    );
+    server.push_reasoning_and_tool_streams();
+    let config = local_config(&server, "k");
     for (model, route) in [
         (
             "amazon-bedrock-mantle/openai.gpt-oss-120b",
@@ -195,10 +185,7 @@ fn chat_reports_an_upstream_error_with_its_classification() {
             r#"{"error":{"message":"bad tool schema","type":"invalid_request_error"}}"#,
         ),
     );
-    let config = format!(
-        "{{ provider: {{ baseUrl: '{}', apiKey: 'k' }} }}",
-        server.base_url()
-    );
+    let config = local_config(&server, "k");
     let run = mantle(&config, &["chat", "--model", "openai.gpt-oss-120b", "hi"]);
     assert!(!run.ok);
     assert!(

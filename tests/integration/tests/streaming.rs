@@ -136,14 +136,7 @@ fn anthropic_route_events_headers_and_bearer_only() {
 #[test]
 fn both_routes_yield_the_same_normalized_events() {
     let server = MockMantle::start(None).unwrap();
-    server.push(
-        Route::ChatCompletions,
-        Reply::sse(openai_tool_and_reasoning_stream()),
-    );
-    server.push(
-        Route::AnthropicMessages,
-        Reply::sse(anthropic_tool_and_thinking_stream()),
-    );
+    server.push_reasoning_and_tool_streams();
     let provider = provider_for(&server, "k");
     let a = normalized(&run_stream(&provider, &request("openai.gpt-oss-120b", "x")));
     let b = normalized(&run_stream(

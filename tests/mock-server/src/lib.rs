@@ -238,6 +238,19 @@ impl MockMantle {
         self.inner.requests.lock().unwrap().clone()
     }
 
+    /// Queues the reasoning + text + tool-call scripts on both routes (one request each):
+    /// [`openai_tool_and_reasoning_stream`] and [`anthropic_tool_and_thinking_stream`].
+    pub fn push_reasoning_and_tool_streams(&self) {
+        self.push(
+            Route::ChatCompletions,
+            Reply::sse(openai_tool_and_reasoning_stream()),
+        );
+        self.push(
+            Route::AnthropicMessages,
+            Reply::sse(anthropic_tool_and_thinking_stream()),
+        );
+    }
+
     /// Requests received on one path.
     pub fn requests_to(&self, path: &str) -> Vec<RecordedRequest> {
         self.requests()
