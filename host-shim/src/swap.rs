@@ -119,6 +119,8 @@ pub struct HotSwap {
     plugin_config: String,
     provider_config: String,
     current: RwLock<Current>,
+    /// Serializes swaps (the watcher and an operator's rollback may race).
+    swapping: Mutex<()>,
     /// The version before the current one (for [`HotSwap::rollback`]).
     previous: Mutex<Option<Arc<Plugin>>>,
     /// Old provider instances, observed until their last stream ends.
@@ -152,6 +154,7 @@ impl HotSwap {
                 plugin: plugin.clone(),
                 provider,
             }),
+            swapping: Mutex::new(()),
             previous: Mutex::new(None),
             retired: Mutex::new(Vec::new()),
             loaded: Mutex::new(vec![plugin]),
@@ -258,6 +261,12 @@ impl HotSwap {
     /// adopts the current provider's state blob, and then serves every new request. In-flight
     /// streams finish on the old provider, which closes after its last stream.
     pub fn swap_to(&self, plugin: Arc<Plugin>) -> Result<SwapReport, SwapError> {
+        let _one_at_a_time = self.swapping.lock().unwrap_or_else(|p| p.into_inner());
+        self.swap_locked(plugin)
+    }
+
+    /// [`HotSwap::swap_to`], with the swap lock already held.
+    fn swap_locked(&self, plugin: Arc<Plugin>) -> Result<SwapReport, SwapError> {
         let started = Instant::now();
         let provider = match create(&plugin, &self.plugin_config, &self.provider_config) {
             Ok(p) => p,
@@ -297,13 +306,14 @@ impl HotSwap {
 
     /// Swaps back to the version that was current before the last swap.
     pub fn rollback(&self) -> Result<SwapReport, SwapError> {
+        let _one_at_a_time = self.swapping.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self
             .previous
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(SwapError::NoPrevious)?;
-        self.swap_to(previous)
+        self.swap_locked(previous)
     }
 
     /// Old versions whose provider is still open because streams are running on it.

@@ -664,6 +664,53 @@ mod tests {
     }
 
     #[test]
+    fn invalid_config_names_the_key() {
+        let mut id = 0u64;
+        // SAFETY: valid NUL-terminated strings and a writable out-pointer.
+        let r = unsafe { mantle_provider_create(c"".as_ptr(), c"{regoin: 'x'}".as_ptr(), &mut id) };
+        assert_eq!(r, mantle_result::MANTLE_INVALID_CONFIG);
+        assert!(last_error().contains("regoin"), "{}", last_error());
+    }
+
+    #[test]
+    fn a_freed_stream_is_an_invalid_handle() {
+        let mut provider = 0u64;
+        // SAFETY: valid NUL-terminated strings and writable out-pointers throughout.
+        unsafe {
+            let r = mantle_provider_create(
+                c"{discovery: {enabled: false}}".as_ptr(),
+                c"{baseUrl: 'http://127.0.0.1:9/v1', apiKey: 'k'}".as_ptr(),
+                &mut provider,
+            );
+            assert_eq!(r, mantle_result::MANTLE_OK, "{}", last_error());
+            let mut stream = 0u64;
+            let request =
+                c"{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}";
+            let r = mantle_stream_start(provider, request.as_ptr(), &mut stream);
+            assert_eq!(r, mantle_result::MANTLE_OK, "{}", last_error());
+            assert_eq!(mantle_stream_free(stream), mantle_result::MANTLE_OK);
+            let mut poll = mantle_poll::MANTLE_POLL_PENDING;
+            let mut event = std::mem::MaybeUninit::<mantle_event>::uninit();
+            let r = mantle_stream_next(stream, 0, &mut poll, event.as_mut_ptr());
+            assert_eq!(r, mantle_result::MANTLE_INVALID_HANDLE);
+            assert!(
+                last_error().contains("unknown or closed"),
+                "{}",
+                last_error()
+            );
+            assert_eq!(
+                mantle_stream_cancel(stream),
+                mantle_result::MANTLE_INVALID_HANDLE
+            );
+            assert_eq!(
+                mantle_stream_free(stream),
+                mantle_result::MANTLE_INVALID_HANDLE
+            );
+            assert_eq!(mantle_provider_close(provider), mantle_result::MANTLE_OK);
+        }
+    }
+
+    #[test]
     fn success_clears_the_last_error() {
         let _ = mantle_provider_close(u64::MAX);
         assert!(last_error().contains("unknown or closed"));
