@@ -310,12 +310,15 @@ fn fifty_swaps_reuse_two_mappings_and_close_every_old_provider() {
     let swap = HotSwap::new(v1_plugin, "", &iam.provider_config).unwrap();
     swap.swap_to_file(&v2).unwrap();
     swap.provider().catalog().unwrap();
-    // Warm up both versions once, then measure.
+    // Warm up both versions once, then measure. The local server keeps a log of every
+    // request in this process; it is checked and cleared each round so it does not count.
     swap.rollback().unwrap();
     assert_eq!(
         one_stream(&swap, "warm-up".into()).terminals,
         [EventKind::Done]
     );
+    assert_eq!(iam.server.requests_to("/v1/models").len(), 1);
+    iam.server.clear_requests();
     let before = resident_kib();
     for i in 0..50 {
         let report = swap.rollback().unwrap();
@@ -323,6 +326,11 @@ fn fifty_swaps_reuse_two_mappings_and_close_every_old_provider() {
         let run = one_stream(&swap, format!("swap {i}"));
         assert_eq!(run.text, format!("echo: swap {i}"));
         assert_eq!(run.version, report.to);
+        assert!(
+            iam.server.requests_to("/v1/models").is_empty(),
+            "no rediscovery"
+        );
+        iam.server.clear_requests();
     }
     wait_for("old providers to close", Duration::from_secs(10), || {
         swap.draining().is_empty()
@@ -333,8 +341,7 @@ fn fifty_swaps_reuse_two_mappings_and_close_every_old_provider() {
         2,
         "rollbacks reuse the mapped libraries"
     );
-    assert_eq!(iam.server.requests_to("/v1/models").len(), 1);
-    assert_eq!(iam.ecs.calls(), 1);
+    assert_eq!(iam.ecs.calls(), 1, "no new credentials fetch");
     let growth = after.saturating_sub(before);
     eprintln!(
         "50 swaps: resident {before} KiB -> {after} KiB (+{growth} KiB, {:.1} KiB per swap)",
