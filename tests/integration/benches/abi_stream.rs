@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-mod support;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mantle_host_shim::{EventKind, Plugin};
@@ -18,7 +19,7 @@ use serde_json::json;
 const DELTAS: usize = 20_000;
 
 fn bench(c: &mut Criterion) {
-    let plugin = Plugin::load(support::release_plugin(None)).expect("load plugin");
+    let plugin = Plugin::load(common::release_plugin(None)).expect("load plugin");
     let server = MockMantle::start(Some("bench")).unwrap();
     let config = json!({"baseUrl": server.base_url(), "apiKey": "bench"}).to_string();
     let provider = plugin.create_provider("", &config).unwrap();

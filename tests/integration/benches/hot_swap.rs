@@ -13,7 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-mod support;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mantle_host_shim::{swap::HotSwap, Plugin};
@@ -27,8 +28,8 @@ fn drop_in(file: &Path, dir: &Path, name: &str) {
 }
 
 fn bench(c: &mut Criterion) {
-    let v1 = support::release_plugin(Some("v1"));
-    let v2 = support::release_plugin(Some("v2"));
+    let v1 = common::release_plugin(Some("v1"));
+    let v2 = common::release_plugin(Some("v2"));
     eprintln!(
         "release plugin size: {} KiB",
         std::fs::metadata(&v1).unwrap().len() / 1024

@@ -63,21 +63,37 @@ pub fn build_cdylib(package: &str, file_stem: &str) -> PathBuf {
     file
 }
 
+fn plugin_file_name() -> String {
+    format!(
+        "{}mantle_provider{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
 /// Builds the plugin with `MANTLE_BUILD_TAG=tag` (a distinguishable version: its build tag and
 /// upstream `user-agent` carry the tag), copies it to `target/tagged-plugins/<tag>/`, and
 /// rebuilds the untagged plugin so `target/debug` is left as other tests expect.
 pub fn build_tagged_plugin(tag: &str) -> PathBuf {
-    let file_name = format!(
-        "{}mantle_provider{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
     cargo_build_with_tag(&["-p", "mantle-provider"], Some(tag));
     let dir = target_dir().join("tagged-plugins").join(tag);
     std::fs::create_dir_all(&dir).unwrap();
-    let copy = dir.join(&file_name);
-    std::fs::copy(target_dir().join("debug").join(&file_name), &copy).unwrap();
+    let copy = dir.join(plugin_file_name());
+    std::fs::copy(target_dir().join("debug").join(plugin_file_name()), &copy).unwrap();
     cargo_build_with_tag(&["-p", "mantle-provider"], None);
+    copy
+}
+
+/// For the benches: builds the plugin in the release profile (tagged when `tag` is given) and
+/// returns a copy in `target/tagged-plugins-release/<tag or "untagged">/`.
+pub fn release_plugin(tag: Option<&str>) -> PathBuf {
+    cargo_build_with_tag(&["--release", "-p", "mantle-provider"], tag);
+    let dir = target_dir()
+        .join("tagged-plugins-release")
+        .join(tag.unwrap_or("untagged"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join(plugin_file_name());
+    std::fs::copy(target_dir().join("release").join(plugin_file_name()), &copy).unwrap();
     copy
 }
 
