@@ -278,8 +278,7 @@ impl HotSwap {
                 return Err(e);
             }
         };
-        let old_provider = self.provider();
-        let adopted = hand_over(&old_provider, &provider);
+        let adopted = hand_over(&self.provider(), &provider);
         let to = version_label(plugin.facts());
         let old = {
             let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
@@ -292,7 +291,6 @@ impl HotSwap {
             retired.retain(|(_, w)| !w.is_closed());
             retired.push((from.clone(), old.provider.watch()));
         }
-        drop(old_provider);
         drop(old); // closes the old provider now if no stream holds it
         let report = SwapReport {
             from,

@@ -70,19 +70,19 @@ extern "C" fn stream_start(provider: u64, request_json: RStr<'_>) -> RResult<u64
 }
 
 /// Converts a core event into the ABI event.
-pub fn to_ffi_event(e: &crate::stream::Emitted) -> FfiEvent {
-    FfiEvent {
+pub fn to_ffi_event(e: &crate::stream::Emitted) -> Result<FfiEvent, FfiError> {
+    Ok(FfiEvent {
         kind: e.event.kind(),
         text: RString::from(e.event.text()),
-        json: RString::from(serde_json::to_string(&e.event).unwrap_or_default()),
+        json: RString::from(super::event_json(&e.event)?),
         raw: RString::from(e.raw.as_deref().unwrap_or("")),
-    }
+    })
 }
 
 extern "C" fn stream_next(stream: u64, timeout_ms: u64) -> RResult<FfiPoll, FfiError> {
     rresult(super::guard("stream_next", || {
         Ok(match super::stream_next(stream, timeout_ms)? {
-            Poll::Event(e) => FfiPoll::Event(to_ffi_event(&e)),
+            Poll::Event(e) => FfiPoll::Event(to_ffi_event(&e)?),
             Poll::Pending => FfiPoll::Pending,
             Poll::Finished => FfiPoll::Finished,
         })

@@ -517,8 +517,7 @@ pub unsafe extern "C" fn mantle_stream_next(
             Poll::Pending => mantle_poll::MANTLE_POLL_PENDING,
             Poll::Finished => mantle_poll::MANTLE_POLL_FINISHED,
             Poll::Event(e) => {
-                let json = serde_json::to_string(&e.event)
-                    .map_err(|err| FfiError::new(ErrorCode::Internal, err.to_string()))?;
+                let json = super::event_json(&e.event)?;
                 let mut all = event_buffers();
                 let buffers = all.entry(stream).or_default();
                 *buffers = EventBuffers {

@@ -185,6 +185,11 @@ pub fn stream_next(id: u64, timeout_ms: u64) -> Result<Poll, FfiError> {
     Ok(stream(id)?.next(Duration::from_millis(timeout_ms)))
 }
 
+/// An event's JSON form (`{"type": ..., ...}`), as both ABIs hand it out.
+pub fn event_json(event: &crate::stream::StreamEvent) -> Result<String, FfiError> {
+    serde_json::to_string(event).map_err(|e| FfiError::new(ErrorCode::Internal, e.to_string()))
+}
+
 /// Cancels a stream.
 pub fn stream_cancel(id: u64) -> Result<(), FfiError> {
     stream(id)?.cancel();
