@@ -1,13 +1,16 @@
 //! Catalog rows: defaults for discovered ids, the built-in table of known Mantle models, the
 //! curated Claude rows, and the merge with the user's provider config (spec §3, §4).
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::unix_seconds,
-    config::{Cost, ModelConfig, ProviderConfig, API_ANTHROPIC_MESSAGES, API_OPENAI_COMPLETIONS},
+    config::{
+        Cost, HeaderValues, ModelConfig, ProviderConfig, API_ANTHROPIC_MESSAGES,
+        API_OPENAI_COMPLETIONS,
+    },
 };
 
 /// Placeholder context window for unknown ids.
@@ -38,7 +41,7 @@ pub struct ModelRow {
     pub max_tokens: u64,
     /// Extra request headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<BTreeMap<String, String>>,
+    pub headers: Option<HeaderValues>,
 }
 
 /// The reasoning heuristic of spec §3 (lower-cased id contains a marker).
@@ -307,9 +310,9 @@ pub struct ProviderEntry {
     pub auth: String,
     /// `env:NAME` or the IAM marker; never a secret.
     pub api_key: String,
-    /// Extra headers (names and values the user configured).
+    /// Extra headers the user configured (names; values are shown as `<redacted>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<BTreeMap<String, String>>,
+    pub headers: Option<HeaderValues>,
     /// Models.
     pub models: Vec<ModelRow>,
 }
@@ -324,9 +327,9 @@ pub fn merge(implicit: ProviderEntry, user: &ProviderConfig, now: SystemTime) ->
     if let Some(auth) = &user.auth {
         out.auth = auth.clone();
     }
-    if let Some(key) = &user.api_key {
-        out.api_key = key.catalog_marker();
-    }
+    // `apiKey` is not copied from the user config: the implicit provider's marker already names
+    // where the token really comes from (a blank `env:NAME` falls through to the next source,
+    // and a literal key is shown as `env:AWS_BEARER_TOKEN_BEDROCK`, never as itself).
     if user.headers.is_some() {
         out.headers = user.headers.clone();
     }

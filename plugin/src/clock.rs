@@ -24,6 +24,15 @@ pub fn unix_seconds(t: SystemTime) -> i64 {
     }
 }
 
+/// The latest time [`from_unix_seconds`] gives: 9999-12-31T23:59:59Z.
+pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+
+/// The time `secs` Unix seconds name, clamped to [epoch, [`MAX_UNIX_SECONDS`]]: numbers from
+/// outside (state blobs) never overflow `SystemTime` arithmetic.
+pub fn from_unix_seconds(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.clamp(0, MAX_UNIX_SECONDS) as u64)
+}
+
 /// The system clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

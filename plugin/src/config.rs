@@ -75,6 +75,46 @@ pub struct Cost {
     pub cache_write: f64,
 }
 
+/// Extra request headers. Values can be credentials (proxy keys, tenant tokens), so they are
+/// kept like secrets: `Debug` and serialization (catalogs, state blobs) show each name with
+/// `<redacted>` as its value. Read the values through `Deref` only to send them.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct HeaderValues(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for HeaderValues {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a HeaderValues {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl HeaderValues {
+    fn redacted(&self) -> BTreeMap<&str, &'static str> {
+        self.0.keys().map(|k| (k.as_str(), "<redacted>")).collect()
+    }
+}
+
+impl std::fmt::Debug for HeaderValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.redacted().fmt(f)
+    }
+}
+
+impl Serialize for HeaderValues {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.redacted().serialize(s)
+    }
+}
+
 /// A model row as the user writes it under `models[]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -102,13 +142,13 @@ pub struct ModelConfig {
     /// Max output tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
-    /// Extra request headers for this model.
+    /// Extra request headers for this model (values redacted in `Debug`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<BTreeMap<String, String>>,
+    pub headers: Option<HeaderValues>,
 }
 
 /// `models.providers["amazon-bedrock-mantle"]` as the user writes it. Every key is optional.
-#[derive(Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProviderConfig {
     /// Replaces the derived origin for every route.
@@ -126,29 +166,12 @@ pub struct ProviderConfig {
     /// Region override.
     #[serde(default)]
     pub region: Option<String>,
-    /// Extra headers on every request.
+    /// Extra headers on every request (values redacted in `Debug`).
     #[serde(default)]
-    pub headers: Option<BTreeMap<String, String>>,
+    pub headers: Option<HeaderValues>,
     /// Manual model list; non-empty replaces the discovered catalog.
     #[serde(default)]
     pub models: Option<Vec<ModelConfig>>,
-}
-
-impl std::fmt::Debug for ProviderConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderConfig")
-            .field("base_url", &self.base_url)
-            .field("api", &self.api)
-            .field("auth", &self.auth)
-            .field("api_key", &self.api_key)
-            .field("region", &self.region)
-            .field(
-                "headers",
-                &self.headers.as_ref().map(|h| h.keys().collect::<Vec<_>>()),
-            )
-            .field("models", &self.models)
-            .finish()
-    }
 }
 
 /// The `apiKey` setting: an environment reference or a literal secret.
@@ -158,16 +181,6 @@ pub enum ApiKeySetting {
     Env(String),
     /// A literal key (kept redacted).
     Literal(Secret),
-}
-
-impl ApiKeySetting {
-    /// What a catalog may show for this setting (never a literal secret).
-    pub fn catalog_marker(&self) -> String {
-        match self {
-            ApiKeySetting::Env(name) => format!("env:{name}"),
-            ApiKeySetting::Literal(_) => "<configured>".to_string(),
-        }
-    }
 }
 
 impl<'de> Deserialize<'de> for ApiKeySetting {
@@ -192,6 +205,15 @@ fn parse_json5(text: &str, context: &'static str) -> Result<Value, ConfigError> 
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
+    crate::limits::check_text(
+        text,
+        crate::limits::MAX_CONFIG_BYTES,
+        crate::limits::MAX_NESTING,
+    )
+    .map_err(|e| ConfigError {
+        context,
+        message: format!("refused before parsing: the text {e}"),
+    })?;
     let value: Value = json5::from_str(text).map_err(|e| ConfigError {
         context,
         message: format!("not valid JSON5: {e}"),
@@ -331,6 +353,19 @@ mod tests {
         assert!(e.to_string().contains("field `region`"), "{e}");
         let e = ProviderConfig::parse("{ baseUrl: 'http://example.com/v1' }").unwrap_err();
         assert!(e.to_string().contains("https"), "{e}");
+        for url in [
+            "https://user:hunter2@proxy.example/v1",
+            "https://hunter2@proxy.example",
+            "http://u:hunter2@127.0.0.1:8080/v1",
+            "https://u:hunter2@[bad/v1",
+            "u:hunter2@proxy.example/v1",
+        ] {
+            // Failed before the fix: the URL, password included, was echoed in the error.
+            let e = ProviderConfig::parse(&format!("{{ baseUrl: '{url}' }}")).unwrap_err();
+            let s = e.to_string();
+            assert!(s.contains("field `baseUrl`"), "{s}");
+            assert!(!s.contains("hunter2"), "{s}");
+        }
         let e = ProviderConfig::parse("{ apiKey: 'env:' }").unwrap_err();
         assert!(e.to_string().contains("apiKey"), "{e}");
         let e = ProviderConfig::parse("{ models: [ { id: ' ' } ] }").unwrap_err();
@@ -349,9 +384,33 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("sekrit-value"), "{dbg}");
         assert!(!dbg.contains("hdr-secret"), "{dbg}");
+        assert!(dbg.contains("x-k"), "header names stay visible: {dbg}");
         let e = ProviderConfig::parse("{ apiKey: 'sekrit-value', bogus: 1 }").unwrap_err();
         assert!(!e.to_string().contains("sekrit-value"));
         assert!(e.to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn model_header_values_never_show_in_debug_or_serialization() {
+        // Failed before the fix: `ModelConfig` derived `Debug` over the plain map.
+        let c = ProviderConfig::parse(
+            "{ models: [ { id: 'm', headers: { 'x-tenant-key': 'model-hdr-secret' } } ] }",
+        )
+        .unwrap();
+        let model = &c.models.as_ref().unwrap()[0];
+        for shown in [
+            format!("{c:?}"),
+            format!("{model:?}"),
+            serde_json::to_string(model).unwrap(),
+        ] {
+            assert!(!shown.contains("model-hdr-secret"), "{shown}");
+            assert!(shown.contains("x-tenant-key"), "{shown}");
+        }
+        let headers = model.headers.as_ref().unwrap();
+        assert_eq!(
+            headers["x-tenant-key"], "model-hdr-secret",
+            "the value is still sent"
+        );
     }
 
     #[test]

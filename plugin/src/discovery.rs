@@ -122,33 +122,44 @@ fn network(e: reqwest::Error) -> DiscoveryError {
 }
 
 /// Fetches and parses `GET {models_url}`; returns the raw ids (unsorted, blanks kept).
+/// `headers` are the provider-level extra headers (they go on every request, discovery too);
+/// none of them can replace `authorization`.
 pub async fn fetch_ids(
     client: &reqwest::Client,
     models_url: &str,
     token: &Secret,
+    headers: &[(String, String)],
     limits: Limits,
 ) -> Result<Vec<String>, DiscoveryError> {
     let deadline = limits.deadline;
-    tokio::time::timeout(deadline, fetch_ids_inner(client, models_url, token, limits))
-        .await
-        .unwrap_or_else(|_| {
-            Err(DiscoveryError::Network(format!(
-                "timed out after {} ms",
-                deadline.as_millis()
-            )))
-        })
+    tokio::time::timeout(
+        deadline,
+        fetch_ids_inner(client, models_url, token, headers, limits),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(DiscoveryError::Network(format!(
+            "timed out after {} ms",
+            deadline.as_millis()
+        )))
+    })
 }
 
 async fn fetch_ids_inner(
     client: &reqwest::Client,
     models_url: &str,
     token: &Secret,
+    headers: &[(String, String)],
     limits: Limits,
 ) -> Result<Vec<String>, DiscoveryError> {
-    let mut response = client
-        .get(models_url)
+    let mut request = client.get(models_url).header("accept", "application/json");
+    for (name, value) in headers {
+        if !name.eq_ignore_ascii_case("authorization") && !name.eq_ignore_ascii_case("x-api-key") {
+            request = request.header(name, value);
+        }
+    }
+    let mut response = request
         .header("authorization", format!("Bearer {}", token.expose()))
-        .header("accept", "application/json")
         .send()
         .await
         .map_err(network)?;
@@ -189,7 +200,7 @@ async fn fetch_ids_inner(
 pub fn parse_ids(body: &[u8]) -> Result<Vec<String>, DiscoveryError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| DiscoveryError::Invalid(format!("body is not UTF-8 ({e})")))?;
-    let value: serde_json::Value = serde_json::from_str(text)
+    let value: serde_json::Value = crate::limits::parse_json(text)
         .map_err(|e| DiscoveryError::Invalid(format!("body is not JSON ({e})")))?;
     let data = value
         .get("data")
@@ -228,7 +239,8 @@ impl DiscoveryCache {
         self.lock()
             .get(&(endpoint.to_string(), identity.to_string()))
             .filter(|c| {
-                now - c.fetched_at_unix < CACHE_TTL.as_secs() as i64 && now >= c.fetched_at_unix
+                now >= c.fetched_at_unix
+                    && now.saturating_sub(c.fetched_at_unix) < CACHE_TTL.as_secs() as i64
             })
             .map(|c| c.rows.clone())
     }

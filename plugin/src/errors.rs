@@ -63,14 +63,13 @@ impl StreamError {
         }
     }
 
-    /// Classifies an upstream failure from its status and text (body or error event).
+    /// Classifies an upstream failure from its status and text (body or error event), as
+    /// spec §6 orders it: a decisive HTTP status first (401/403 `auth`, 429 `rate_limit`,
+    /// 503/529 `overloaded`), then the text patterns, then what the bare status implies.
     pub fn from_upstream(status: Option<u16>, text: &str) -> Self {
-        let kind = classify_text(text).unwrap_or(kind_for_status(status));
-        let kind = match (kind, status) {
-            // A 401/403 is an auth failure whatever its text says.
-            (_, Some(401)) | (_, Some(403)) => ErrorKind::Auth,
-            (k, _) => k,
-        };
+        let kind = decisive_status_kind(status)
+            .or_else(|| classify_text(text))
+            .unwrap_or_else(|| fallback_status_kind(status));
         let mut err = StreamError::new(kind, status, summarize(status, text));
         if status.is_some_and(|s| s >= 500) {
             err.retryable = true;
@@ -79,49 +78,63 @@ impl StreamError {
     }
 }
 
-/// The kind a bare HTTP status implies.
-fn kind_for_status(status: Option<u16>) -> ErrorKind {
+/// The statuses that decide the kind whatever the text says.
+fn decisive_status_kind(status: Option<u16>) -> Option<ErrorKind> {
+    match status? {
+        401 | 403 => Some(ErrorKind::Auth),
+        429 => Some(ErrorKind::RateLimit),
+        503 | 529 => Some(ErrorKind::Overloaded),
+        _ => None,
+    }
+}
+
+/// The kind a status implies when neither it decides nor a pattern matched.
+fn fallback_status_kind(status: Option<u16>) -> ErrorKind {
     match status {
-        Some(401) | Some(403) => ErrorKind::Auth,
-        Some(429) => ErrorKind::RateLimit,
-        Some(503) | Some(529) => ErrorKind::Overloaded,
         Some(408) | Some(504) => ErrorKind::Timeout,
         Some(400) | Some(404) | Some(413) | Some(422) => ErrorKind::BadRequest,
         _ => ErrorKind::Internal,
     }
 }
 
-/// Rate limit, then overloaded, then context overflow, by the spec's patterns (case-insensitive).
+/// Rate limit, then overloaded, then context overflow, by the spec's patterns: like the
+/// reference's JavaScript regexes (`/…/i`, no `u` flag), ASCII letters match either case and
+/// `.` never crosses a line terminator (LF, CR, U+2028, U+2029).
 pub fn classify_text(text: &str) -> Option<ErrorKind> {
-    let t = text.to_lowercase();
+    let t = text.to_ascii_lowercase();
+    let lines = || t.split(['\n', '\r', '\u{2028}', '\u{2029}']);
     if t.contains("rate_limit") || t.contains("too many requests") || t.contains("429") {
         return Some(ErrorKind::RateLimit);
     }
     if t.contains("overloaded")
         || t.contains("503")
-        || contains_in_order(&t, "service", "unavailable")
+        || lines().any(|l| contains_in_order(l, &["service", "unavailable"]))
     {
         return Some(ErrorKind::Overloaded);
     }
-    if t.contains("context_length_exceeded") || contains_in_order3(&t, "max", "tokens", "exceeded")
+    if t.contains("context_length_exceeded")
+        || lines().any(|l| contains_in_order(l, &["max", "tokens", "exceeded"]))
     {
         return Some(ErrorKind::ContextOverflow);
     }
     None
 }
 
-fn contains_in_order(t: &str, a: &str, b: &str) -> bool {
-    t.find(a).is_some_and(|i| t[i + a.len()..].contains(b))
-}
-
-fn contains_in_order3(t: &str, a: &str, b: &str, c: &str) -> bool {
-    t.find(a)
-        .is_some_and(|i| contains_in_order(&t[i + a.len()..], b, c))
+/// True when `parts` occur in `line` in order, without overlapping (`a.*b.*c`).
+fn contains_in_order(line: &str, parts: &[&str]) -> bool {
+    let mut rest = line;
+    for part in parts {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// A short message from an upstream error body: its `error.message` / `message` when JSON.
 fn summarize(status: Option<u16>, text: &str) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_str(text).ok();
+    let parsed: Option<serde_json::Value> = crate::limits::parse_json(text).ok();
     let detail = parsed
         .as_ref()
         .and_then(|v| {
@@ -206,5 +219,63 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Auth);
         let e = StreamError::from_upstream(Some(500), "boom");
         assert_eq!((e.kind, e.retryable), (ErrorKind::Internal, true));
+    }
+
+    #[test]
+    fn the_status_decides_before_the_text() {
+        // Failed before the fix: the text pattern won over the status.
+        let e = StreamError::from_upstream(Some(429), "max tokens per minute exceeded");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::RateLimit, true));
+        let e = StreamError::from_upstream(Some(503), "context_length_exceeded");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::Overloaded, true));
+        let e = StreamError::from_upstream(Some(529), "rate_limit");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::Overloaded, true));
+        let e = StreamError::from_upstream(Some(403), "too many requests");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::Auth, false));
+        // The patterns refine the statuses that do not decide.
+        let e = StreamError::from_upstream(Some(400), "context_length_exceeded");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::ContextOverflow, false));
+        let e = StreamError::from_upstream(Some(500), "the model is Overloaded");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::Overloaded, true));
+        let e = StreamError::from_upstream(Some(400), "too many requests");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::RateLimit, true));
+        let e = StreamError::from_upstream(Some(404), "no such model");
+        assert_eq!((e.kind, e.retryable), (ErrorKind::BadRequest, false));
+        let e = StreamError::from_upstream(None, "service is unavailable");
+        assert_eq!((e.kind, e.status), (ErrorKind::Overloaded, None));
+    }
+
+    #[test]
+    fn dot_does_not_cross_line_breaks() {
+        // Failed before the fix: the old matcher searched across lines.
+        for sep in ["\n", "\r", "\u{2028}", "\u{2029}", "\r\n"] {
+            assert_eq!(
+                classify_text(&format!("service{sep}unavailable")),
+                None,
+                "{sep:?}"
+            );
+            assert_eq!(
+                classify_text(&format!("max{sep}tokens exceeded")),
+                None,
+                "{sep:?}"
+            );
+            assert_eq!(
+                classify_text(&format!("max tokens{sep}exceeded")),
+                None,
+                "{sep:?}"
+            );
+        }
+        assert_eq!(
+            classify_text("line one\nservice is temporarily unavailable"),
+            Some(ErrorKind::Overloaded)
+        );
+        assert_eq!(
+            classify_text("MAX\ttokens EXCEEDED"),
+            Some(ErrorKind::ContextOverflow),
+            "tabs are not line terminators"
+        );
+        // Only ASCII letters fold case, as in a JavaScript regex without the u flag.
+        assert_eq!(classify_text("to\u{212A}ens max tokens"), None);
+        assert_eq!(classify_text("max to\u{212A}ens exceeded"), None);
     }
 }

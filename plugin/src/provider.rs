@@ -177,6 +177,31 @@ impl Provider {
         self.runtime.as_ref().expect("runtime lives until drop")
     }
 
+    /// Runs `fut` on this provider's runtime and waits for it on the calling thread. From a
+    /// plain thread that is `block_on`; from inside a tokio runtime (a Rust gateway calling an
+    /// entry point from an async task), where `block_on` would panic, the future is spawned and
+    /// the thread waits on a channel. A panic in `fut` resumes on the calling thread, where the
+    /// ABI guard turns it into an `Internal` error.
+    fn run_blocking<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.rt().block_on(fut);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt().spawn(async move {
+            let result =
+                futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await;
+            let _ = tx.send(result);
+        });
+        match rx.recv() {
+            Ok(Ok(value)) => value,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("the provider runtime dropped a blocking call (shutting down)"),
+        }
+    }
+
     /// The async core.
     pub fn core(&self) -> &Arc<Core> {
         &self.core
@@ -190,13 +215,13 @@ impl Provider {
     /// Discovery + merge (blocking the calling thread; call from a host thread).
     pub fn catalog(&self) -> CatalogResult {
         let core = self.core.clone();
-        self.rt().block_on(async move { core.catalog().await })
+        self.run_blocking(async move { core.catalog().await })
     }
 
     /// The bearer token the provider would use now.
     pub fn bearer_token(&self) -> Result<ResolvedToken, crate::auth::AuthError> {
         let core = self.core.clone();
-        self.rt().block_on(async move { core.auth.resolve().await })
+        self.run_blocking(async move { core.auth.resolve().await })
     }
 
     /// The hot-swap state blob (JSON; contains bearer tokens, never log it): the discovery
@@ -251,8 +276,7 @@ impl Provider {
             discovery_entries,
             tokens: tokens.len(),
         };
-        self.rt()
-            .block_on(async move { core.auth.import_tokens(tokens).await });
+        self.run_blocking(async move { core.auth.import_tokens(tokens).await });
         tracing::debug!(
             discovery_entries = adopted.discovery_entries,
             tokens = adopted.tokens,
@@ -267,9 +291,7 @@ impl Provider {
         let request = CanonicalRequest::parse(request_json)?;
         let core = self.core.clone();
         let handle = self.handle();
-        let prepared = self
-            .rt()
-            .block_on(async move { core.prepare(&request).await });
+        let prepared = self.run_blocking(async move { core.prepare(&request).await });
         Ok(match prepared {
             Ok(upstream) => StreamHandle::start(&handle, self.core.http.clone(), upstream),
             Err(e) => StreamHandle::failed(&handle, e),
@@ -301,6 +323,16 @@ impl Core {
             Some(s) => s.catalog_api_key(),
             None => IAM_MARKER.to_string(),
         }
+    }
+
+    /// The provider-level `headers` of the config, in order.
+    fn provider_headers(&self) -> Vec<(String, String)> {
+        self.config
+            .headers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn user_models(&self) -> Option<&Vec<crate::config::ModelConfig>> {
@@ -363,6 +395,7 @@ impl Core {
                 &self.http,
                 &self.endpoints.models_url(),
                 &token.token,
+                &self.provider_headers(),
                 self.discovery_limits,
             )
             .await
@@ -462,9 +495,13 @@ impl Core {
         let mut headers: Vec<(String, String)> = Vec::new();
         let (route, url, body) = match api.as_str() {
             API_ANTHROPIC_MESSAGES => {
-                let provider_headers = self.config.headers.clone().unwrap_or_default();
-                let mut model_headers = provider_headers;
-                model_headers.extend(model.headers.clone().unwrap_or_default());
+                let mut model_headers = std::collections::BTreeMap::new();
+                for (k, v) in self.config.headers.iter().flatten() {
+                    model_headers.insert(k.clone(), v.clone());
+                }
+                for (k, v) in model.headers.iter().flatten() {
+                    model_headers.insert(k.clone(), v.clone());
+                }
                 headers = request::anthropic_headers(Some(&model_headers), &req.headers);
                 (
                     Route::Anthropic,

@@ -91,6 +91,12 @@ pub const DEFAULT_MAX_RETRY_DELAY_MS: u64 = 10_000;
 impl CanonicalRequest {
     /// Parses and checks the canonical request; errors name the field.
     pub fn parse(text: &str) -> Result<Self, String> {
+        crate::limits::check_text(
+            text,
+            crate::limits::MAX_REQUEST_BYTES,
+            crate::limits::MAX_NESTING,
+        )
+        .map_err(|e| format!("request refused before parsing: the text {e}"))?;
         let value: Value =
             serde_json::from_str(text).map_err(|e| format!("request is not valid JSON: {e}"))?;
         let Value::Object(body) = value else {
@@ -341,7 +347,7 @@ pub fn claude_limits(req: &CanonicalRequest, model: &ModelRow) -> (u64, Thinking
         .get("reasoning_budget")
         .and_then(Value::as_u64)
         .unwrap_or_else(|| budget_for(level));
-    let max_tokens = (base + budget).min(model.max_tokens);
+    let max_tokens = base.saturating_add(budget).min(model.max_tokens);
     if max_tokens <= budget {
         budget = max_tokens.saturating_sub(1024);
     }
@@ -474,7 +480,8 @@ fn translate_messages(messages: &[Value]) -> (Vec<Value>, Vec<Value>) {
                 let mut blocks = content_blocks(&m["content"]);
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
                     let args = call["function"]["arguments"].as_str().unwrap_or("{}");
-                    let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+                    let input: Value =
+                        crate::limits::parse_json(args).unwrap_or_else(|_| json!({}));
                     blocks.push(json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": input}));
                 }
                 out.push(json!({"role": "assistant", "content": blocks}));

@@ -7,25 +7,50 @@ pub fn origin_for_region(region: &str) -> String {
     format!("https://bedrock-mantle.{region}.api.aws")
 }
 
-/// Checks a configured `baseUrl`: absolute, `https`, or `http` to a loopback host only.
+/// Checks a configured `baseUrl`: absolute, `https` (or `http` to a loopback host only), and
+/// without `user:password@` (credentials belong in `apiKey` or `headers`, which are kept
+/// secret; a URL is echoed in errors and catalogs). Errors never echo the userinfo part.
 pub fn validate_base_url(raw: &str) -> Result<(), String> {
+    let shown = redact_userinfo(raw);
     let url =
-        Url::parse(raw.trim()).map_err(|e| format!("{raw:?} is not an absolute URL ({e})"))?;
+        Url::parse(raw.trim()).map_err(|e| format!("{shown:?} is not an absolute URL ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{shown:?} carries credentials (user:password@); put a key in `apiKey` or `headers` instead"
+        ));
+    }
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback_host(&url) => Ok(()),
         "http" => Err(format!(
-            "{raw:?} must use https (plain http is allowed for loopback hosts only)"
+            "{shown:?} must use https (plain http is allowed for loopback hosts only)"
         )),
-        other => Err(format!("{raw:?} has scheme {other:?}; expected https")),
+        other => Err(format!("{shown:?} has scheme {other:?}; expected https")),
     }
     .and_then(|_| {
         if url.host_str().is_some() {
             Ok(())
         } else {
-            Err(format!("{raw:?} has no host"))
+            Err(format!("{shown:?} has no host"))
         }
     })
+}
+
+/// `raw` with anything before an `@` in its authority replaced by `<redacted>`, so a URL can be
+/// shown in a message even when it is malformed.
+pub fn redact_userinfo(raw: &str) -> String {
+    let after_scheme = raw.find("://").map_or(0, |i| i + 3);
+    let authority_end = raw[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(raw.len(), |i| after_scheme + i);
+    match raw[after_scheme..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}<redacted>{}",
+            &raw[..after_scheme],
+            &raw[after_scheme + at..]
+        ),
+        None => raw.to_string(),
+    }
 }
 
 fn is_loopback_host(url: &Url) -> bool {

@@ -6,7 +6,7 @@
 //! token cache (tokens with their expiry and refresh schedule). **It contains bearer tokens**:
 //! a host passes it from one version to the next in memory and never logs or stores it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +77,7 @@ mod exposed {
 }
 
 fn from_unix(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+    crate::clock::from_unix_seconds(secs)
 }
 
 impl TokenEntry {
@@ -105,6 +105,12 @@ impl TokenEntry {
 impl StateBlob {
     /// Parses a blob, refusing other formats with a message naming both.
     pub fn parse(text: &str) -> Result<Self, String> {
+        crate::limits::check_text(
+            text,
+            crate::limits::MAX_STATE_BYTES,
+            crate::limits::MAX_NESTING,
+        )
+        .map_err(|e| format!("state blob refused before parsing: the text {e}"))?;
         let format = serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| format!("state blob is not JSON: {e}"))?
             .get("format")

@@ -74,7 +74,7 @@ pub fn to_ffi_event(e: &crate::stream::Emitted) -> Result<FfiEvent, FfiError> {
     Ok(FfiEvent {
         kind: e.event.kind(),
         text: RString::from(e.event.text()),
-        json: RString::from(super::event_json(&e.event)?),
+        json: RString::from(super::to_json(&e.event)?),
         raw: RString::from(e.raw.as_deref().unwrap_or("")),
     })
 }

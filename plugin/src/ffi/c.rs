@@ -17,9 +17,7 @@
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
     ffi::{c_char, CStr, CString},
-    sync::Mutex,
 };
 
 use mantle_abi::{ErrorCode, EventKind, FfiError};
@@ -197,9 +195,14 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// A C string of `text`; interior NULs cannot be represented, so they are shown as U+FFFD.
+fn c_string(text: &str) -> CString {
+    CString::new(text)
+        .unwrap_or_else(|_| CString::new(text.replace('\0', "\u{FFFD}")).unwrap_or_default())
+}
+
 fn set_last_error(message: &str) {
-    // Interior NULs cannot be represented in a C string; show them as U+FFFD.
-    let text = CString::new(message.replace('\0', "\u{FFFD}")).unwrap_or_default();
+    let text = c_string(message);
     LAST_ERROR.with(|e| *e.borrow_mut() = text);
 }
 
@@ -246,12 +249,9 @@ fn check_out<T>(out: *mut T, name: &str) -> Result<(), FfiError> {
     }
 }
 
-/// An owned C string for the caller (interior NULs cannot occur in JSON or token text, but are
-/// replaced rather than trusted).
+/// An owned C string for the caller, freed by one of the `mantle_*_free` functions.
 fn owned_c_string(text: &str) -> *mut c_char {
-    CString::new(text)
-        .unwrap_or_else(|_| CString::new(text.replace('\0', "\u{FFFD}")).unwrap_or_default())
-        .into_raw()
+    c_string(text).into_raw()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ pub extern "C" fn mantle_plugin_version() -> *const c_char {
             "" => env!("CARGO_PKG_VERSION").to_string(),
             tag => format!("{} ({tag})", env!("CARGO_PKG_VERSION")),
         };
-        CString::new(version).unwrap_or_default()
+        c_string(&version)
     });
     VERSION.as_ptr()
 }
@@ -449,18 +449,54 @@ pub unsafe extern "C" fn mantle_token_free(token: *mut mantle_token) {
 // ---------------------------------------------------------------------------------------------
 // Streams.
 
-/// The last event's buffers per C stream, which `mantle_event` points into.
+/// The last event's buffers of one C stream, which `mantle_event` points into. They live in
+/// the stream's registry slot, so freeing the stream or closing its provider frees them.
 #[derive(Default)]
-struct EventBuffers {
+pub(crate) struct EventBuffers {
     text: Vec<u8>,
     json: Vec<u8>,
     raw: Vec<u8>,
 }
 
-static EVENT_BUFFERS: Lazy<Mutex<HashMap<u64, EventBuffers>>> = Lazy::new(Default::default);
+impl EventBuffers {
+    fn of(text: &str, json: &str, raw: &str) -> Self {
+        EventBuffers {
+            text: nul_terminated(text),
+            json: nul_terminated(json),
+            raw: nul_terminated(raw),
+        }
+    }
 
-fn event_buffers() -> std::sync::MutexGuard<'static, HashMap<u64, EventBuffers>> {
-    EVENT_BUFFERS.lock().unwrap_or_else(|p| p.into_inner())
+    /// A `mantle_event` pointing into these buffers (valid while they are neither replaced
+    /// nor dropped).
+    fn event(&self, kind: mantle_event_kind) -> mantle_event {
+        mantle_event {
+            kind,
+            text: self.text.as_ptr().cast(),
+            text_len: self.text.len() - 1,
+            json: self.json.as_ptr().cast(),
+            json_len: self.json.len() - 1,
+            raw: self.raw.as_ptr().cast(),
+            raw_len: self.raw.len() - 1,
+        }
+    }
+}
+
+/// The terminal event handed to a pull that was running when its stream was freed or its
+/// provider closed: static buffers, valid forever, since the stream's own are freed.
+fn closed_stream_event(reason: &str) -> &'static EventBuffers {
+    fn make(reason: &str) -> EventBuffers {
+        let event = crate::stream::queue::cancelled_event(reason).event;
+        EventBuffers::of("", &super::to_json(&event).unwrap_or_default(), "")
+    }
+    static PROVIDER_CLOSED: Lazy<EventBuffers> =
+        Lazy::new(|| make(crate::stream::CANCELLED_PROVIDER_CLOSED));
+    static STREAM_FREED: Lazy<EventBuffers> = Lazy::new(|| make(crate::stream::CANCELLED_BY_HOST));
+    if reason == crate::stream::CANCELLED_PROVIDER_CLOSED {
+        &PROVIDER_CLOSED
+    } else {
+        &STREAM_FREED
+    }
 }
 
 fn nul_terminated(text: &str) -> Vec<u8> {
@@ -513,29 +549,44 @@ pub unsafe extern "C" fn mantle_stream_next(
     entry("mantle_stream_next", || {
         check_out(poll_out, "poll_out")?;
         check_out(event_out, "event_out")?;
-        let poll = match super::stream_next(stream, timeout_ms)? {
+        let slot = super::stream_slot(stream)?;
+        // Held for the whole pull: the buffers the previous event points into are replaced
+        // only by this pull, and a second thread pulling the same stream is refused.
+        let mut buffers = match slot.c_buffers.try_lock() {
+            Ok(b) => b,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(FfiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("stream {stream}: {}", crate::stream::PullBusy),
+                ))
+            }
+        };
+        let poll = match super::pull(stream, &slot, timeout_ms)? {
             Poll::Pending => mantle_poll::MANTLE_POLL_PENDING,
             Poll::Finished => mantle_poll::MANTLE_POLL_FINISHED,
             Poll::Event(e) => {
-                let json = super::event_json(&e.event)?;
-                let mut all = event_buffers();
-                let buffers = all.entry(stream).or_default();
-                *buffers = EventBuffers {
-                    text: nul_terminated(e.event.text()),
-                    json: nul_terminated(&json),
-                    raw: nul_terminated(e.raw.as_deref().unwrap_or("")),
-                };
-                let event = mantle_event {
-                    kind: e.event.kind().into(),
-                    text: buffers.text.as_ptr().cast(),
-                    text_len: buffers.text.len() - 1,
-                    json: buffers.json.as_ptr().cast(),
-                    json_len: buffers.json.len() - 1,
-                    raw: buffers.raw.as_ptr().cast(),
-                    raw_len: buffers.raw.len() - 1,
+                let event = if slot.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Freed or closed while this pull ran: the slot's buffers are about to go,
+                    // so hand out the static terminal event (this stream's one terminal event).
+                    let reason = match &e.event {
+                        crate::stream::StreamEvent::Error(err)
+                            if err.message == crate::stream::CANCELLED_PROVIDER_CLOSED =>
+                        {
+                            crate::stream::CANCELLED_PROVIDER_CLOSED
+                        }
+                        _ => crate::stream::CANCELLED_BY_HOST,
+                    };
+                    closed_stream_event(reason).event(mantle_event_kind::MANTLE_EVENT_ERROR)
+                } else {
+                    let json = super::to_json(&e.event)?;
+                    *buffers =
+                        EventBuffers::of(e.event.text(), &json, e.raw.as_deref().unwrap_or(""));
+                    buffers.event(e.event.kind().into())
                 };
                 // SAFETY: checked non-NULL above; the caller promises it is writable. The
-                // pointers stay valid while the buffers stay in the map (documented above).
+                // pointers stay valid until the next pull or free of this stream (the buffers
+                // live in its slot), or forever for the static closed-stream event.
                 unsafe { event_out.write(event) };
                 mantle_poll::MANTLE_POLL_EVENT
             }
@@ -558,10 +609,7 @@ pub extern "C" fn mantle_stream_cancel(stream: u64) -> mantle_result {
 /// handle is invalid afterwards.
 #[no_mangle]
 pub extern "C" fn mantle_stream_free(stream: u64) -> mantle_result {
-    entry("mantle_stream_free", || {
-        event_buffers().remove(&stream);
-        super::stream_close(stream)
-    })
+    entry("mantle_stream_free", || super::stream_close(stream))
 }
 
 #[cfg(test)]

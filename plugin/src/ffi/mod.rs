@@ -9,8 +9,8 @@ use std::{
     collections::HashMap,
     panic::{catch_unwind, AssertUnwindSafe},
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
     },
     time::Duration,
 };
@@ -20,25 +20,45 @@ use once_cell::sync::Lazy;
 
 use crate::{
     provider::{CreateError, Provider, ProviderOptions},
-    stream::{Poll, StreamHandle},
+    stream::{Poll, StreamHandle, CANCELLED_BY_HOST, CANCELLED_PROVIDER_CLOSED},
 };
+
+/// One registered stream: its handle, the provider that owns it, and the C API's buffers for
+/// the last event it handed out (`mantle_event` points into them).
+pub struct StreamSlot {
+    /// The owning provider's handle id.
+    provider: u64,
+    /// The stream.
+    pub handle: StreamHandle,
+    /// The C API's last-event buffers; locked for the whole of a C pull, so a second C pull of
+    /// the same stream is refused instead of freeing the buffers under the first one.
+    pub(crate) c_buffers: Mutex<c::EventBuffers>,
+    /// Set (before cancelling) when the stream is freed or its provider closed; a pull that
+    /// is still running then hands out a static terminal event instead of the buffers.
+    pub(crate) closed: AtomicBool,
+}
 
 struct Registry {
     providers: HashMap<u64, Arc<Provider>>,
-    /// Streams with the provider that owns them.
-    streams: HashMap<u64, (u64, Arc<StreamHandle>)>,
+    streams: HashMap<u64, Arc<StreamSlot>>,
 }
 
-static REGISTRY: Lazy<Mutex<Registry>> = Lazy::new(|| {
-    Mutex::new(Registry {
+/// Handles to objects. A read lock per lookup: pulls of different streams never wait for
+/// each other; only create/close take the write lock.
+static REGISTRY: Lazy<RwLock<Registry>> = Lazy::new(|| {
+    RwLock::new(Registry {
         providers: HashMap::new(),
         streams: HashMap::new(),
     })
 });
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+fn registry() -> std::sync::RwLockReadGuard<'static, Registry> {
+    REGISTRY.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn registry_mut() -> std::sync::RwLockWriteGuard<'static, Registry> {
+    REGISTRY.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs `f`, turning a panic into an `Internal` error so nothing unwinds across the ABI.
@@ -83,7 +103,7 @@ pub fn provider_create(plugin_config: &str, provider_config: &str) -> Result<u64
             CreateError::Startup(s) => FfiError::new(ErrorCode::Internal, s),
         })?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    registry().providers.insert(id, Arc::new(provider));
+    registry_mut().providers.insert(id, Arc::new(provider));
     Ok(id)
 }
 
@@ -96,54 +116,59 @@ fn provider(id: u64) -> Result<Arc<Provider>, FfiError> {
     })
 }
 
-fn stream(id: u64) -> Result<Arc<StreamHandle>, FfiError> {
-    registry()
-        .streams
-        .get(&id)
-        .map(|(_, s)| s.clone())
-        .ok_or_else(|| {
-            FfiError::new(
-                ErrorCode::InvalidHandle,
-                format!("stream handle {id} is unknown or closed"),
-            )
-        })
+/// The registered stream `id`.
+pub fn stream_slot(id: u64) -> Result<Arc<StreamSlot>, FfiError> {
+    registry().streams.get(&id).cloned().ok_or_else(|| {
+        FfiError::new(
+            ErrorCode::InvalidHandle,
+            format!("stream handle {id} is unknown or closed"),
+        )
+    })
 }
 
-/// Closes a provider: cancels and releases its streams, shuts its runtime down.
+impl StreamSlot {
+    /// Marks the slot closed, cancels the stream (waking a pull that waits on it, which then
+    /// delivers one `cancelled` terminal event) and frees the C buffers once no C pull runs.
+    fn close(&self, reason: &'static str) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.handle.cancel_with(reason);
+        *self.c_buffers.lock().unwrap_or_else(|p| p.into_inner()) = c::EventBuffers::default();
+    }
+}
+
+/// Closes a provider: cancels and releases its streams (a pull waiting on one of them gets a
+/// `cancelled` terminal event), frees their buffers, shuts its runtime down.
 pub fn provider_close(id: u64) -> Result<(), FfiError> {
     let (provider, streams) = {
-        let mut reg = registry();
+        let mut reg = registry_mut();
         let provider = reg.providers.remove(&id).ok_or_else(|| {
             FfiError::new(
                 ErrorCode::InvalidHandle,
                 format!("provider handle {id} is unknown or closed"),
             )
         })?;
-        let ids: Vec<u64> = reg
-            .streams
-            .iter()
-            .filter(|(_, (p, _))| *p == id)
-            .map(|(s, _)| *s)
-            .collect();
-        let streams: Vec<_> = ids
-            .into_iter()
-            .filter_map(|s| reg.streams.remove(&s))
-            .collect();
+        let mut streams = Vec::new();
+        reg.streams.retain(|_, slot| {
+            let mine = slot.provider == id;
+            if mine {
+                streams.push(slot.clone());
+            }
+            !mine
+        });
         (provider, streams)
     };
-    for (_, s) in &streams {
-        s.cancel();
+    for slot in &streams {
+        slot.close(CANCELLED_PROVIDER_CLOSED);
     }
     drop(streams);
-    drop(provider); // the last Arc shuts the runtime down (in the background, never blocking)
+    drop(provider); // the last Arc shuts the runtime down
     Ok(())
 }
 
 /// The catalog's outcome and its JSON (`{outcome, provider}`).
 pub fn catalog(id: u64) -> Result<(crate::discovery::Outcome, String), FfiError> {
     let result = provider(id)?.catalog();
-    let json = serde_json::to_string(&result)
-        .map_err(|e| FfiError::new(ErrorCode::Internal, e.to_string()))?;
+    let json = to_json(&result)?;
     Ok((result.outcome, json))
 }
 
@@ -164,7 +189,7 @@ pub fn state_import(id: u64, blob: &str) -> Result<String, FfiError> {
     let adopted = provider(id)?
         .import_state(blob)
         .map_err(|m| FfiError::new(ErrorCode::InvalidArgument, m))?;
-    serde_json::to_string(&adopted).map_err(|e| FfiError::new(ErrorCode::Internal, e.to_string()))
+    to_json(&adopted)
 }
 
 /// Starts a stream.
@@ -174,34 +199,46 @@ pub fn stream_start(provider_id: u64, request_json: &str) -> Result<u64, FfiErro
         .start_stream(request_json)
         .map_err(|m| FfiError::new(ErrorCode::InvalidArgument, m))?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    registry()
-        .streams
-        .insert(id, (provider_id, Arc::new(handle)));
+    let slot = StreamSlot {
+        provider: provider_id,
+        handle,
+        c_buffers: Mutex::default(),
+        closed: AtomicBool::new(false),
+    };
+    registry_mut().streams.insert(id, Arc::new(slot));
     Ok(id)
+}
+
+/// Pulls the next event of a slot (both ABIs); a concurrent pull is an `InvalidArgument`.
+pub fn pull(id: u64, slot: &StreamSlot, timeout_ms: u64) -> Result<Poll, FfiError> {
+    slot.handle
+        .next(Duration::from_millis(timeout_ms))
+        .map_err(|e| FfiError::new(ErrorCode::InvalidArgument, format!("stream {id}: {e}")))
 }
 
 /// Pulls the next event.
 pub fn stream_next(id: u64, timeout_ms: u64) -> Result<Poll, FfiError> {
-    Ok(stream(id)?.next(Duration::from_millis(timeout_ms)))
+    pull(id, &*stream_slot(id)?, timeout_ms)
 }
 
-/// An event's JSON form (`{"type": ..., ...}`), as both ABIs hand it out.
-pub fn event_json(event: &crate::stream::StreamEvent) -> Result<String, FfiError> {
-    serde_json::to_string(event).map_err(|e| FfiError::new(ErrorCode::Internal, e.to_string()))
+/// JSON text of a value handed across either ABI (catalogs, events, import reports).
+pub fn to_json(value: &impl serde::Serialize) -> Result<String, FfiError> {
+    serde_json::to_string(value).map_err(|e| FfiError::new(ErrorCode::Internal, e.to_string()))
 }
 
 /// Cancels a stream.
 pub fn stream_cancel(id: u64) -> Result<(), FfiError> {
-    stream(id)?.cancel();
+    stream_slot(id)?.handle.cancel();
     Ok(())
 }
 
-/// Releases a stream (cancelling it if still running).
+/// Releases a stream (cancelling it if still running; a pull waiting on it gets the
+/// `cancelled` terminal event) and its C buffers.
 pub fn stream_close(id: u64) -> Result<(), FfiError> {
-    let removed = registry().streams.remove(&id);
+    let removed = registry_mut().streams.remove(&id);
     match removed {
-        Some((_, s)) => {
-            s.cancel();
+        Some(slot) => {
+            slot.close(CANCELLED_BY_HOST);
             Ok(())
         }
         None => Err(FfiError::new(

@@ -27,7 +27,7 @@ fn stop_reason(s: &str) -> StopReason {
 
 impl Decoder for AnthropicDecoder {
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
-        let v: Value = match serde_json::from_str(&ev.data) {
+        let v: Value = match crate::limits::parse_json(&ev.data) {
             Ok(v) => v,
             Err(e) => {
                 out.push(StreamEvent::Error(StreamError::new(

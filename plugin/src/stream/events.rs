@@ -133,3 +133,27 @@ pub struct Emitted {
     /// Raw upstream payload.
     pub raw: Option<std::sync::Arc<str>>,
 }
+
+/// Fixed cost counted per queued event on top of its strings.
+const EVENT_OVERHEAD_BYTES: usize = 64;
+
+impl Emitted {
+    /// The bytes this event holds, as counted against a stream's queue bound: its strings
+    /// (a raw payload shared by several events is counted for each) plus a fixed overhead.
+    pub fn payload_bytes(&self) -> usize {
+        let strings = match &self.event {
+            StreamEvent::Start { id, model } => {
+                id.as_ref().map_or(0, String::len) + model.as_ref().map_or(0, String::len)
+            }
+            StreamEvent::TextDelta { text } => text.len(),
+            StreamEvent::ReasoningDelta { text, signature } => {
+                text.len() + signature.as_ref().map_or(0, String::len)
+            }
+            StreamEvent::ToolCallStart { id, name, .. } => id.len() + name.len(),
+            StreamEvent::ToolCallDelta { arguments, .. } => arguments.len(),
+            StreamEvent::Error(e) => e.message.len(),
+            StreamEvent::ToolCallEnd { .. } | StreamEvent::Usage(_) | StreamEvent::Done { .. } => 0,
+        };
+        EVENT_OVERHEAD_BYTES + strings + self.raw.as_ref().map_or(0, |r| r.len())
+    }
+}

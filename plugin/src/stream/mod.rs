@@ -1,9 +1,11 @@
 //! Streaming requests on both routes, behind one pull handle (spec §5, §6).
 //!
 //! A stream runs as a task on the provider's runtime and pushes normalized events into a
-//! bounded channel (backpressure: a slow host slows the upstream read, memory stays bounded).
+//! bounded queue ([`queue`]: events and bytes; backpressure: a slow host slows the upstream
+//! read, memory stays bounded).
 //! The host pulls with a timeout. Exactly one terminal event (done or error) is delivered;
-//! after it, pulls report `Finished`. Retries (429, 5xx, connect errors, honouring
+//! after it, pulls report `Finished`. Retries (429, 5xx, failed connects; never a first-byte
+//! timeout, since the request was sent; honouring
 //! `retry-after`, bounded by the caller's maximum delay) happen only before the first event
 //! reaches the caller. Cancel aborts the task, which drops the upstream response and closes
 //! the connection at once.
@@ -11,17 +13,16 @@
 pub mod anthropic;
 pub mod events;
 pub mod openai;
+pub mod queue;
 pub mod sse;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use queue::{EventQueue, ProducerGuard};
 
 pub use events::{Emitted, StopReason, StreamEvent, Usage};
+pub use queue::PullBusy;
 
 use crate::{
     errors::{error_chain, ErrorKind, StreamError},
@@ -58,9 +59,6 @@ impl Default for Timeouts {
 pub const MAX_ATTEMPTS: u32 = 3;
 /// First retry delay (doubles each retry), before the caller's bound.
 pub const BASE_RETRY_DELAY: Duration = Duration::from_millis(200);
-/// Events buffered between the task and the host.
-pub const CHANNEL_CAPACITY: usize = 256;
-
 /// Which decoder to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -102,18 +100,10 @@ pub enum Poll {
     Finished,
 }
 
-#[derive(Debug, Default)]
-struct PullState {
-    terminal_delivered: bool,
-    cancelled: bool,
-}
-
 /// The host's handle on a running stream.
 pub struct StreamHandle {
-    rx: Mutex<mpsc::Receiver<Emitted>>,
+    queue: Arc<EventQueue>,
     task: tokio::task::AbortHandle,
-    runtime: tokio::runtime::Handle,
-    state: Mutex<PullState>,
 }
 
 impl std::fmt::Debug for StreamHandle {
@@ -122,6 +112,11 @@ impl std::fmt::Debug for StreamHandle {
     }
 }
 
+/// Message of the terminal event after a host cancel.
+pub const CANCELLED_BY_HOST: &str = "cancelled by the host";
+/// Message of the terminal event when the stream's provider was closed.
+pub const CANCELLED_PROVIDER_CLOSED: &str = "cancelled: the provider was closed";
+
 impl StreamHandle {
     /// Starts `request` on `runtime`.
     pub fn start(
@@ -129,123 +124,70 @@ impl StreamHandle {
         client: reqwest::Client,
         request: UpstreamRequest,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let task = runtime.spawn(run(client, request, tx)).abort_handle();
-        StreamHandle {
-            rx: Mutex::new(rx),
-            task,
-            runtime: runtime.clone(),
-            state: Mutex::new(PullState::default()),
-        }
+        let queue = Arc::new(EventQueue::default());
+        let guard = ProducerGuard(queue.clone());
+        let task = runtime
+            .spawn(async move {
+                let queue = guard.0.clone();
+                run(client, request, &queue).await;
+                drop(guard);
+            })
+            .abort_handle();
+        StreamHandle { queue, task }
     }
 
     /// A stream that yields one error and finishes (request rejected before sending).
     pub fn failed(runtime: &tokio::runtime::Handle, error: StreamError) -> Self {
-        let (tx, rx) = mpsc::channel(1);
-        let _ = tx.try_send(Emitted {
-            event: StreamEvent::Error(error),
-            raw: None,
-        });
-        let task = runtime.spawn(async {}).abort_handle();
-        StreamHandle {
-            rx: Mutex::new(rx),
-            task,
-            runtime: runtime.clone(),
-            state: Mutex::new(PullState::default()),
-        }
-    }
-
-    /// Pulls the next event, waiting at most `timeout` (zero: do not wait).
-    pub fn next(&self, timeout: Duration) -> Poll {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.terminal_delivered {
-            return Poll::Finished;
-        }
-        if state.cancelled {
-            state.terminal_delivered = true;
-            return Poll::Event(cancelled_event());
-        }
-        drop(state);
-        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
-        let received = if timeout.is_zero() {
-            match rx.try_recv() {
-                Ok(e) => Some(Some(e)),
-                Err(mpsc::error::TryRecvError::Empty) => None,
-                Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
-            }
-        } else {
-            self.runtime
-                .block_on(async { tokio::time::timeout(timeout, rx.recv()).await.ok() })
-        };
-        drop(rx);
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.terminal_delivered {
-            return Poll::Finished;
-        }
-        match received {
-            None if state.cancelled => {
-                state.terminal_delivered = true;
-                Poll::Event(cancelled_event())
-            }
-            None => Poll::Pending,
-            Some(Some(e)) => {
-                if e.event.is_terminal() {
-                    state.terminal_delivered = true;
-                }
-                Poll::Event(e)
-            }
-            // The task ended without a terminal event: only a cancel or a crash does that.
-            Some(None) => {
-                state.terminal_delivered = true;
-                Poll::Event(if state.cancelled {
-                    cancelled_event()
-                } else {
-                    Emitted {
-                        event: StreamEvent::Error(StreamError::new(
-                            ErrorKind::Internal,
-                            None,
-                            "stream task ended unexpectedly",
-                        )),
+        let queue = Arc::new(EventQueue::default());
+        let guard = ProducerGuard(queue.clone());
+        let task = runtime
+            .spawn(async move {
+                let _ = guard
+                    .0
+                    .push(Emitted {
+                        event: StreamEvent::Error(error),
                         raw: None,
-                    }
-                })
-            }
-        }
+                    })
+                    .await;
+            })
+            .abort_handle();
+        StreamHandle { queue, task }
     }
 
-    /// Aborts the upstream request now. The next pull yields a `cancelled` error unless the
-    /// terminal event was already delivered.
+    /// Pulls the next event, waiting at most `timeout` (zero: do not wait). Never enters a
+    /// tokio runtime, so any thread may call it, including a host's own runtime threads.
+    /// A second thread pulling while one waits gets [`PullBusy`].
+    pub fn next(&self, timeout: Duration) -> Result<Poll, PullBusy> {
+        self.queue.pull(timeout)
+    }
+
+    /// Aborts the upstream request now. The next pull (or the one waiting now) yields a
+    /// `cancelled` error unless the terminal event was already delivered.
     pub fn cancel(&self) {
+        self.cancel_with(CANCELLED_BY_HOST);
+    }
+
+    /// Cancels with a given message for the terminal event.
+    pub fn cancel_with(&self, reason: &'static str) {
+        self.queue.cancel(reason);
         self.task.abort();
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cancelled = true;
     }
 
     /// True once the terminal event was delivered.
     pub fn is_finished(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .terminal_delivered
+        self.queue.is_finished()
+    }
+
+    /// Events and payload bytes waiting for the host now.
+    pub fn queued(&self) -> (usize, usize) {
+        self.queue.queued()
     }
 }
 
 impl Drop for StreamHandle {
     fn drop(&mut self) {
+        self.queue.cancel(CANCELLED_BY_HOST);
         self.task.abort();
-    }
-}
-
-fn cancelled_event() -> Emitted {
-    Emitted {
-        event: StreamEvent::Error(StreamError::new(
-            ErrorKind::Cancelled,
-            None,
-            "cancelled by the host",
-        )),
-        raw: None,
     }
 }
 
@@ -305,7 +247,8 @@ async fn send(
                     req.timeouts.first_byte.as_millis()
                 ),
             );
-            return Err(AttemptError::Retry(e, None));
+            // The request was sent: a retry could run it twice upstream.
+            return Err(AttemptError::Fatal(e));
         }
         Ok(Err(e)) => {
             let kind = if e.is_timeout() {
@@ -314,7 +257,8 @@ async fn send(
                 ErrorKind::Network
             };
             let err = StreamError::new(kind, None, format!("request failed: {}", error_chain(&e)));
-            return Err(if e.is_connect() || e.is_timeout() {
+            // Only a failed connect is safe to retry: nothing reached the upstream.
+            return Err(if e.is_connect() {
                 AttemptError::Retry(err, None)
             } else {
                 AttemptError::Fatal(err)
@@ -356,13 +300,13 @@ async fn read_capped(response: reqwest::Response, cap: usize) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
-async fn run(client: reqwest::Client, req: UpstreamRequest, tx: mpsc::Sender<Emitted>) {
+async fn run(client: reqwest::Client, req: UpstreamRequest, queue: &EventQueue) {
     let mut attempt = 0;
     let response = loop {
         attempt += 1;
         match send(&client, &req).await {
             Ok(r) => break r,
-            Err(AttemptError::Fatal(e)) => return emit_error(&tx, e).await,
+            Err(AttemptError::Fatal(e)) => return emit_error(queue, &req, e).await,
             Err(AttemptError::Retry(e, retry_after)) => {
                 let delay = (attempt < MAX_ATTEMPTS)
                     .then(|| retry_delay(attempt, retry_after, req.max_retry_delay))
@@ -372,7 +316,7 @@ async fn run(client: reqwest::Client, req: UpstreamRequest, tx: mpsc::Sender<Emi
                         tracing::debug!(attempt, delay_ms = d.as_millis() as u64, kind = ?e.kind, "retrying upstream request");
                         tokio::time::sleep(d).await;
                     }
-                    None => return emit_error(&tx, e).await,
+                    None => return emit_error(queue, &req, e).await,
                 }
             }
         }
@@ -393,19 +337,16 @@ async fn run(client: reqwest::Client, req: UpstreamRequest, tx: mpsc::Sender<Emi
                     None,
                     format!("no data for {} ms", req.timeouts.idle.as_millis()),
                 );
-                return emit_error(&tx, e).await;
+                return emit_error(queue, &req, e).await;
             }
             Ok(None) => None,
             Ok(Some(Err(e))) => {
-                return emit_error(
-                    &tx,
-                    StreamError::new(
-                        ErrorKind::Network,
-                        None,
-                        format!("stream interrupted: {}", error_chain(&e)),
-                    ),
-                )
-                .await
+                let e = StreamError::new(
+                    ErrorKind::Network,
+                    None,
+                    format!("stream interrupted: {}", error_chain(&e)),
+                );
+                return emit_error(queue, &req, e).await;
             }
             Ok(Some(Ok(bytes))) => Some(bytes),
         };
@@ -413,54 +354,68 @@ async fn run(client: reqwest::Client, req: UpstreamRequest, tx: mpsc::Sender<Emi
             Some(bytes) => parser.feed(bytes, &mut sse_events),
             None => parser.finish(&mut sse_events),
         };
-        if let Err(e) = parsed {
-            return emit_error(
-                &tx,
-                StreamError::new(ErrorKind::Protocol, None, e.to_string()),
-            )
-            .await;
-        }
+        // Events parsed before a parse error in the same chunk are delivered first.
         for ev in sse_events.drain(..) {
             let done = decoder.on_event(&ev, &mut out);
             let raw: Option<Arc<str>> = req.include_raw.then(|| Arc::from(ev.data.as_str()));
-            for event in out.drain(..) {
-                let terminal = event.is_terminal();
-                if tx
-                    .send(Emitted {
-                        event,
-                        raw: raw.clone(),
-                    })
-                    .await
-                    .is_err()
-                    || terminal
-                {
-                    return;
-                }
-            }
-            if done {
+            if deliver(queue, &req, &mut out, raw).await || done {
                 return;
             }
         }
+        if let Err(e) = parsed {
+            let e = StreamError::new(ErrorKind::Protocol, None, e.to_string());
+            return emit_error(queue, &req, e).await;
+        }
         if chunk.is_none() {
             decoder.on_eof(&mut out);
-            for event in out.drain(..) {
-                let terminal = event.is_terminal();
-                if tx.send(Emitted { event, raw: None }).await.is_err() || terminal {
-                    return;
-                }
-            }
+            deliver(queue, &req, &mut out, None).await;
             return;
         }
     }
 }
 
-async fn emit_error(tx: &mpsc::Sender<Emitted>, e: StreamError) {
-    let _ = tx
-        .send(Emitted {
+/// Queues `out`'s events; true when the stream is over (a terminal event went out, or the
+/// host is gone). Upstream error text is scrubbed of the bearer token on the way.
+async fn deliver(
+    queue: &EventQueue,
+    req: &UpstreamRequest,
+    out: &mut Vec<StreamEvent>,
+    raw: Option<Arc<str>>,
+) -> bool {
+    for mut event in out.drain(..) {
+        if let StreamEvent::Error(e) = &mut event {
+            e.message = scrub(&e.message, &req.token);
+        }
+        let terminal = event.is_terminal();
+        let emitted = Emitted {
+            event,
+            raw: raw.clone(),
+        };
+        if queue.push(emitted).await.is_err() || terminal {
+            return true;
+        }
+    }
+    false
+}
+
+async fn emit_error(queue: &EventQueue, req: &UpstreamRequest, mut e: StreamError) {
+    e.message = scrub(&e.message, &req.token);
+    let _ = queue
+        .push(Emitted {
             event: StreamEvent::Error(e),
             raw: None,
         })
         .await;
+}
+
+/// `text` with every occurrence of the bearer token replaced by `<redacted>` (an upstream may
+/// echo the `Authorization` header back in an error body).
+pub fn scrub(text: &str, token: &Secret) -> String {
+    let secret = token.expose();
+    if secret.is_empty() || !text.contains(secret) {
+        return text.to_string();
+    }
+    text.replace(secret, "<redacted>")
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ impl Decoder for OpenAiDecoder {
             });
             return true;
         }
-        let chunk: Value = match serde_json::from_str(&ev.data) {
+        let chunk: Value = match crate::limits::parse_json(&ev.data) {
             Ok(v) => v,
             Err(e) => {
                 out.push(StreamEvent::Error(StreamError::new(

@@ -32,6 +32,9 @@ pub enum SseError {
 #[derive(Debug)]
 pub struct SseParser {
     buf: Vec<u8>,
+    /// How far `buf` was already searched for a line end (so a long line arriving in small
+    /// chunks is scanned once, not from its start on every chunk).
+    scanned: usize,
     event: Option<String>,
     data: String,
     has_data: bool,
@@ -49,6 +52,7 @@ impl SseParser {
     pub fn new(max: usize) -> Self {
         SseParser {
             buf: Vec::new(),
+            scanned: 0,
             event: None,
             data: String::new(),
             has_data: false,
@@ -60,7 +64,7 @@ impl SseParser {
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         self.buf.extend_from_slice(bytes);
         let mut start = 0;
-        let mut i = 0;
+        let mut i = self.scanned;
         while i < self.buf.len() {
             let b = self.buf[i];
             if b == b'\n' || b == b'\r' {
@@ -82,6 +86,7 @@ impl SseParser {
             i += 1;
         }
         self.buf.drain(..start);
+        self.scanned = i - start;
         if self.buf.len() > self.max {
             return Err(SseError::TooLarge(self.max));
         }
@@ -92,6 +97,7 @@ impl SseParser {
     pub fn finish(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
+            self.scanned = 0;
             let line = std::str::from_utf8(&rest)
                 .map_err(|_| SseError::Utf8)?
                 .trim_end_matches('\r')
