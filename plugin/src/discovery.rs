@@ -252,14 +252,21 @@ impl DiscoveryCache {
             .map(|c| c.rows.clone())
     }
 
-    /// Stores a successful discovery.
+    /// Stores a successful discovery. Entries of other credentials older than the TTL are
+    /// dropped (identities that rotated away), and at most [`MAX_CACHE_ENTRIES`] are kept
+    /// (the oldest go first).
     pub fn store(&self, endpoint: &str, identity: &str, rows: Vec<ModelRow>, now: SystemTime) {
+        let now = crate::clock::unix_seconds(now);
         let entry = CachedRows {
             rows,
-            fetched_at_unix: crate::clock::unix_seconds(now),
+            fetched_at_unix: now,
         };
-        self.lock()
-            .insert((endpoint.to_string(), identity.to_string()), entry);
+        let mut map = self.lock();
+        map.retain(|(_, id), c| {
+            id == identity || now.saturating_sub(c.fetched_at_unix) < CACHE_TTL.as_secs() as i64
+        });
+        map.insert((endpoint.to_string(), identity.to_string()), entry);
+        cap_entries(&mut map);
     }
 
     /// Every entry (for the hot-swap state blob).
@@ -270,12 +277,29 @@ impl DiscoveryCache {
             .collect()
     }
 
-    /// Adopts entries exported by another instance.
+    /// Adopts entries exported by another instance (at most [`MAX_CACHE_ENTRIES`] are kept).
     pub fn import(&self, entries: Vec<(String, String, CachedRows)>) {
         let mut map = self.lock();
         for (e, i, c) in entries {
             map.insert((e, i), c);
         }
+        cap_entries(&mut map);
+    }
+}
+
+/// Most discovery cache entries one provider keeps.
+pub const MAX_CACHE_ENTRIES: usize = 16;
+
+fn cap_entries(map: &mut HashMap<(String, String), CachedRows>) {
+    while map.len() > MAX_CACHE_ENTRIES {
+        let oldest = map
+            .iter()
+            .min_by_key(|(_, c)| c.fetched_at_unix)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => map.remove(&k),
+            None => break,
+        };
     }
 }
 
@@ -325,5 +349,53 @@ mod tests {
             "a hit needs age < 3600 s"
         );
         assert!(cache.last_good("https://x/v1", "key:a").is_some());
+    }
+
+    #[test]
+    fn rotated_identities_are_evicted() {
+        let clock = ManualClock::at_unix(1_780_000_000);
+        let cache = DiscoveryCache::default();
+        for i in 0..40 {
+            cache.store("us-east-1", &format!("iam:AKID{i}"), vec![], clock.now());
+            clock.advance(Duration::from_secs(600));
+        }
+        let mut left: Vec<String> = cache.export().into_iter().map(|(_, i, _)| i).collect();
+        left.sort();
+        // Six entries are younger than the hour (600 s apart, the newest just stored).
+        assert_eq!(
+            left,
+            (34..40).map(|i| format!("iam:AKID{i}")).collect::<Vec<_>>()
+        );
+        // Fresh entries of many identities at once are capped, oldest first.
+        let cache = DiscoveryCache::default();
+        for i in 0..(MAX_CACHE_ENTRIES + 4) {
+            cache.store("us-east-1", &format!("key:{i:02}"), vec![], clock.now());
+            clock.advance(Duration::from_secs(1));
+        }
+        assert_eq!(cache.export().len(), MAX_CACHE_ENTRIES);
+        assert!(cache.last_good("us-east-1", "key:00").is_none());
+        assert!(cache
+            .last_good("us-east-1", &format!("key:{:02}", MAX_CACHE_ENTRIES + 3))
+            .is_some());
+    }
+
+    #[test]
+    fn imported_extreme_fetch_times_do_not_overflow() {
+        // Failed before the fix: `now - i64::MIN` overflowed (a panic in debug builds).
+        let clock = ManualClock::at_unix(1_780_000_000);
+        let cache = DiscoveryCache::default();
+        for (i, t) in [i64::MIN, i64::MAX, -1].into_iter().enumerate() {
+            let id = format!("key:{i}");
+            cache.import(vec![(
+                "e".into(),
+                id.clone(),
+                CachedRows {
+                    rows: vec![],
+                    fetched_at_unix: t,
+                },
+            )]);
+            assert!(cache.fresh("e", &id, clock.now()).is_none(), "{t}");
+        }
+        cache.store("e", "key:new", vec![], clock.now());
     }
 }

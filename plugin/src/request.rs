@@ -469,6 +469,43 @@ fn part_block(part: &Value) -> Option<Value> {
     }
 }
 
+/// The thinking blocks of an assistant turn, kept verbatim with their signatures: content parts
+/// `{type: "thinking", thinking, signature}` and `{type: "redacted_thinking", data}` (as the
+/// Anthropic API returns them), else the message-level pair `reasoning_content` +
+/// `reasoning_signature` (what a host accumulates from reasoning events). Thinking without a
+/// signature is not sent: Anthropic refuses unsigned thinking blocks.
+fn thinking_blocks(message: &Value) -> Vec<Value> {
+    let parts: Vec<Value> = message["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|part| match part["type"].as_str()? {
+            "thinking" => Some(json!({
+                "type": "thinking",
+                "thinking": part["thinking"].as_str()?,
+                "signature": part["signature"].as_str()?,
+            })),
+            "redacted_thinking" => Some(json!({
+                "type": "redacted_thinking",
+                "data": part["data"].as_str()?,
+            })),
+            _ => None,
+        })
+        .collect();
+    if !parts.is_empty() {
+        return parts;
+    }
+    match (
+        message["reasoning_content"].as_str(),
+        message["reasoning_signature"].as_str(),
+    ) {
+        (Some(thinking), Some(signature)) if !signature.is_empty() => {
+            vec![json!({"type": "thinking", "thinking": thinking, "signature": signature})]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Splits system prompts out and turns OpenAI messages into Anthropic messages.
 fn translate_messages(messages: &[Value]) -> (Vec<Value>, Vec<Value>) {
     let mut system = Vec::new();
@@ -477,7 +514,10 @@ fn translate_messages(messages: &[Value]) -> (Vec<Value>, Vec<Value>) {
         match m["role"].as_str().unwrap_or_default() {
             "system" | "developer" => system.extend(content_blocks(&m["content"])),
             "assistant" => {
-                let mut blocks = content_blocks(&m["content"]);
+                // Thinking blocks first (Anthropic wants them before text and tool use), then
+                // the rest; a refused multi-turn tool call with thinking is the cost otherwise.
+                let mut blocks = thinking_blocks(m);
+                blocks.extend(content_blocks(&m["content"]));
                 for call in m["tool_calls"].as_array().into_iter().flatten() {
                     let args = call["function"]["arguments"].as_str().unwrap_or("{}");
                     let input: Value =
@@ -776,6 +816,103 @@ mod tests {
                 "{id}"
             );
         }
+    }
+
+    #[test]
+    fn caller_numbers_saturate_instead_of_overflowing() {
+        // Failed before the fix: `base + budget` overflowed (a panic in debug builds).
+        let row = row("anthropic.claude-opus-4-1");
+        let (max, thinking) = claude_limits(
+            &req(json!({"max_tokens": u64::MAX, "reasoning": "high"})),
+            &row,
+        );
+        assert_eq!((max, thinking), (64000, Thinking::Budget(16384)));
+        let (max, thinking) = claude_limits(
+            &req(json!({"reasoning": "high", "reasoning_budget": u64::MAX})),
+            &row,
+        );
+        // min(32000 + MAX, 64000) = 64000 <= budget, so budget = 64000 - 1024.
+        assert_eq!((max, thinking), (64000, Thinking::Budget(62976)));
+        let r = CanonicalRequest::parse(&format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"max_retry_delay_ms":{}}}"#,
+            u64::MAX
+        ))
+        .unwrap();
+        assert_eq!(r.max_retry_delay_ms, u64::MAX);
+    }
+
+    #[test]
+    fn deep_requests_are_refused_before_parsing() {
+        let deep = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":{}1{}}}]}}"#,
+            "[".repeat(20_000),
+            "]".repeat(20_000)
+        );
+        let e = CanonicalRequest::parse(&deep).unwrap_err();
+        assert!(e.contains("nested deeper than the limit of 64"), "{e}");
+        // A tool call's argument string nested deeply is not parsed either.
+        let args = "[".repeat(20_000);
+        let r = req(json!({"messages": [
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "t", "type": "function",
+                "function": {"name": "f", "arguments": args}}]},
+        ]}));
+        let body = anthropic_body(&r, &row("anthropic.claude-opus-4-1"));
+        assert_eq!(body["messages"][0]["content"][0]["input"], json!({}));
+    }
+
+    #[test]
+    fn assistant_thinking_blocks_are_kept_with_their_signatures() {
+        // Failed before the fix: thinking parts were dropped, so a multi-turn tool call with
+        // thinking was refused upstream.
+        let tool_call =
+            json!([{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]);
+        let turns = |assistant: Value| {
+            req(json!({"messages": [
+                {"role": "user", "content": "q"},
+                assistant,
+                {"role": "tool", "tool_call_id": "t1", "content": "42"},
+            ]}))
+        };
+        let row = row("anthropic.claude-opus-4-1");
+        let r = turns(json!({"role": "assistant", "content": [
+            {"type": "text", "text": "let me check"},
+            {"type": "thinking", "thinking": "need f", "signature": "sig-1"},
+            {"type": "redacted_thinking", "data": "opaque"},
+        ], "tool_calls": tool_call}));
+        assert_eq!(
+            anthropic_body(&r, &row)["messages"][1]["content"],
+            json!([
+                {"type": "thinking", "thinking": "need f", "signature": "sig-1"},
+                {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "text", "text": "let me check"},
+                {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+            ])
+        );
+        let r = turns(
+            json!({"role": "assistant", "content": null, "reasoning_content": "need f",
+            "reasoning_signature": "sig-2", "tool_calls": tool_call}),
+        );
+        assert_eq!(
+            anthropic_body(&r, &row)["messages"][1]["content"],
+            json!([
+                {"type": "thinking", "thinking": "need f", "signature": "sig-2"},
+                {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+            ])
+        );
+        // Unsigned thinking is not sent.
+        let r = turns(
+            json!({"role": "assistant", "content": "", "reasoning_content": "x",
+            "tool_calls": tool_call}),
+        );
+        let content = anthropic_body(&r, &row)["messages"][1]["content"].clone();
+        assert!(
+            content
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["type"] != "thinking"),
+            "{content}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use mantle_provider::{
 
 fn drain(stream: &StreamHandle, seen: &mut Vec<String>) {
     loop {
-        match stream.next(Duration::from_secs(10)) {
+        match stream.next(Duration::from_secs(10)).expect("one puller") {
             Poll::Event(e) => {
                 seen.push(format!("{:?}", e));
                 seen.push(serde_json::to_string(&e.event).unwrap());

@@ -33,6 +33,27 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest retry delay after failed refreshes.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// The shortest wait before a refresh when the signing credentials expire within
+/// [`REFRESH_MARGIN`]: such credentials would otherwise schedule a refresh "now" after every
+/// mint, and each request would mint again.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(30);
+
+/// `(expires_at, refresh_at)` of a token minted at `now`: it is usable until the earlier of its
+/// own expiry and its credentials' expiry; it is refreshed hourly, and [`REFRESH_MARGIN`] before
+/// that usable end, but never sooner than [`MIN_REFRESH_GAP`] (or half the remaining life, when
+/// that is shorter) after the mint.
+pub fn schedule(
+    now: SystemTime,
+    token_expiry: SystemTime,
+    credentials_expiry: Option<SystemTime>,
+) -> (SystemTime, SystemTime) {
+    let expires_at = credentials_expiry.map_or(token_expiry, |c| c.min(token_expiry));
+    let life = expires_at.duration_since(now).unwrap_or(Duration::ZERO);
+    let wanted = (now + REFRESH_EVERY).min(expires_at.checked_sub(REFRESH_MARGIN).unwrap_or(now));
+    let earliest = now + MIN_REFRESH_GAP.min(life / 2);
+    (expires_at, wanted.max(earliest))
+}
+
 /// Why no IAM token is available; `reason()` is the skip reason of spec §2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IamError {
@@ -217,12 +238,7 @@ impl IamTokens {
             mint_token(&credentials, &self.region, now, self.expires_in)
                 .map_err(|e| IamError::CredentialsError(e.to_string()))?;
         self.mints.fetch_add(1, Ordering::SeqCst);
-        let deadline = match credentials.expiry() {
-            Some(cred_expiry) if cred_expiry < expires_at => cred_expiry,
-            _ => expires_at,
-        };
-        let refresh_at =
-            (now + REFRESH_EVERY).min(deadline.checked_sub(REFRESH_MARGIN).unwrap_or(now));
+        let (expires_at, refresh_at) = schedule(now, expires_at, credentials.expiry());
         let identity = credentials.access_key_id().to_string();
         let cached = CachedToken {
             token,
@@ -231,6 +247,8 @@ impl IamTokens {
             identity: identity.clone(),
         };
         let mut state = self.lock();
+        // Identities that rotated away keep nothing once their tokens expired.
+        state.by_identity.retain(|_, t| now < t.expires_at);
         state.by_identity.insert(identity.clone(), cached.clone());
         state.current = Some(identity);
         tracing::debug!(region = %self.region, "minted a Bedrock bearer token from AWS credentials");
@@ -252,6 +270,7 @@ impl IamTokens {
     pub fn import(&self, tokens: Vec<CachedToken>) {
         let now = self.clock.now();
         let mut state = self.lock();
+        state.by_identity.retain(|_, t| now < t.expires_at);
         for t in tokens.into_iter().filter(|t| now < t.expires_at) {
             state.current = Some(t.identity.clone());
             state.by_identity.insert(t.identity.clone(), t);
@@ -370,6 +389,91 @@ mod tests {
         );
         let t = tokens.token().await.unwrap();
         assert_eq!(t.refresh_at, clock.now() + Duration::from_secs(900));
+    }
+
+    #[tokio::test]
+    async fn token_expiry_is_the_earlier_of_its_own_and_the_credentials() {
+        // Failed before the fix: the cached (and reported) expiry was the token's 7200 s even
+        // though the credentials that signed it expired after 1200 s.
+        let cred_expiry = ManualClock::at_unix(1_800_001_200).now();
+        let (tokens, clock, _) = setup(vec![Ok(creds("AKIDTWO", Some(cred_expiry)))], 0);
+        let t = tokens.token().await.unwrap();
+        assert_eq!(t.expires_at, cred_expiry);
+        assert_eq!(t.refresh_at, clock.now() + Duration::from_secs(900));
+        clock.set_unix(1_800_001_200);
+        assert!(
+            tokens.current_valid(clock.now()).is_none(),
+            "never served past the credentials' expiry"
+        );
+    }
+
+    #[tokio::test]
+    async fn credentials_expiring_within_the_margin_do_not_mint_on_every_request() {
+        // Failed before the fix: refresh_at was "now", so every request spawned a mint.
+        let cred_expiry = ManualClock::at_unix(1_800_000_200).now();
+        let (tokens, clock, _) = setup(vec![Ok(creds("AKIDSOON", Some(cred_expiry)))], 0);
+        let first = tokens.token().await.unwrap();
+        assert_eq!(first.expires_at, cred_expiry);
+        assert_eq!(first.refresh_at, clock.now() + MIN_REFRESH_GAP);
+        for _ in 0..100 {
+            tokens.token().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(tokens.mint_count(), 1);
+        clock.advance(MIN_REFRESH_GAP);
+        tokens.token().await.unwrap();
+        for _ in 0..100 {
+            if tokens.mint_count() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(tokens.mint_count(), 2, "one refresh after the gap");
+        for _ in 0..100 {
+            tokens.token().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(tokens.mint_count(), 2);
+    }
+
+    #[test]
+    fn schedule_edges() {
+        let now = ManualClock::at_unix(1_800_000_000).now();
+        let secs = Duration::from_secs;
+        // No credential expiry: hourly, token's own expiry.
+        assert_eq!(
+            schedule(now, now + secs(7200), None),
+            (now + secs(7200), now + secs(3600))
+        );
+        // Credentials expiring in 40 s: usable 40 s, refresh after half of it.
+        assert_eq!(
+            schedule(now, now + secs(7200), Some(now + secs(40))),
+            (now + secs(40), now + secs(20))
+        );
+        // Already expired credentials: expiry now, refresh now.
+        assert_eq!(
+            schedule(now, now + secs(7200), Some(now - secs(5))),
+            (now - secs(5), now)
+        );
+    }
+
+    #[tokio::test]
+    async fn rotated_identities_are_evicted_once_expired() {
+        let list = (0..5)
+            .map(|i| Ok(creds(&format!("AKID{i}"), None)))
+            .collect();
+        let (tokens, clock, _) = setup(list, 0);
+        for _ in 0..5 {
+            tokens.token().await.unwrap();
+            clock.advance(Duration::from_secs(7201)); // the token expired: the next call mints
+        }
+        tokens.token().await.unwrap();
+        let ids: Vec<String> = tokens.export().into_iter().map(|t| t.identity).collect();
+        assert_eq!(
+            ids,
+            vec!["AKID4".to_string()],
+            "only the live identity is kept"
+        );
     }
 
     #[tokio::test]
