@@ -857,7 +857,9 @@ mod tests {
                 "function": {"name": "f", "arguments": args}}]},
         ]}));
         let body = anthropic_body(&r, &row("anthropic.claude-opus-4-1"));
-        assert_eq!(body["messages"][0]["content"][0]["input"], json!({}));
+        let content = body["messages"][0]["content"].as_array().unwrap().clone();
+        let tool_use = content.iter().find(|b| b["type"] == "tool_use").unwrap();
+        assert_eq!(tool_use["input"], json!({}));
     }
 
     #[test]
