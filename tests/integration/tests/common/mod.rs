@@ -174,3 +174,106 @@ pub fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Raw access to the plugin's `abi_stable` module, bypassing host-shim's `Stream` (which keeps
+/// its own "finished" flag): what the plugin itself does is what these helpers observe.
+pub mod raw {
+    use abi_stable::std_types::RStr;
+    use mantle_abi::{ErrorCode, EventKind, FfiError, FfiPoll, MantleModuleRef};
+    use std::time::{Duration, Instant};
+
+    /// The loaded plugin's module.
+    pub fn module() -> MantleModuleRef {
+        super::plugin().module()
+    }
+
+    /// `provider_create` through the module.
+    pub fn provider_create(plugin_cfg: &str, provider_cfg: &str) -> Result<u64, FfiError> {
+        (module().provider_create())(RStr::from_str(plugin_cfg), RStr::from_str(provider_cfg))
+            .into_result()
+    }
+
+    /// `stream_start` through the module.
+    pub fn stream_start(provider: u64, request: &str) -> Result<u64, FfiError> {
+        (module().stream_start())(provider, RStr::from_str(request)).into_result()
+    }
+
+    /// `stream_next` through the module.
+    pub fn next(stream: u64, timeout_ms: u64) -> Result<FfiPoll, FfiError> {
+        (module().stream_next())(stream, timeout_ms).into_result()
+    }
+
+    /// One pulled event, as (kind, text, json).
+    pub type RawEvent = (EventKind, String, serde_json::Value);
+
+    /// Pulls until `Finished` (one more pull after the terminal event, and one after that,
+    /// both must say `Finished`), or panics after `deadline`. Returns every event pulled.
+    pub fn drain(stream: u64, deadline: Duration) -> Vec<RawEvent> {
+        let end = Instant::now() + deadline;
+        let mut events = Vec::new();
+        loop {
+            assert!(
+                Instant::now() < end,
+                "stream {stream} did not finish: {events:?}"
+            );
+            match next(stream, 200).expect("stream_next") {
+                FfiPoll::Event(e) => events.push((
+                    e.kind,
+                    e.text.into_string(),
+                    serde_json::from_str(e.json.as_str()).expect("event JSON"),
+                )),
+                FfiPoll::Pending => {}
+                FfiPoll::Finished => break,
+            }
+        }
+        assert!(
+            matches!(next(stream, 0), Ok(FfiPoll::Finished)),
+            "Finished stays Finished"
+        );
+        events
+    }
+
+    /// Asserts exactly one terminal event, last, and returns it.
+    pub fn only_terminal(events: &[RawEvent]) -> &RawEvent {
+        let terminals: Vec<_> = events.iter().filter(|e| e.0.is_terminal()).collect();
+        assert_eq!(terminals.len(), 1, "exactly one terminal event: {events:?}");
+        let last = events.last().unwrap();
+        assert!(
+            last.0.is_terminal(),
+            "the terminal event is the last: {events:?}"
+        );
+        last
+    }
+
+    /// Closes a provider through the module.
+    pub fn provider_close(provider: u64) {
+        (module().provider_close())(provider)
+            .into_result()
+            .expect("provider_close");
+    }
+
+    /// True when `e` has this code.
+    pub fn is_code(e: &FfiError, code: ErrorCode) -> bool {
+        e.code == code
+    }
+}
+
+/// Threads of this process now (Linux: `/proc/self/task`).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Waits until the process has at most `n` threads (runtimes shut down in the background);
+/// returns the last count seen.
+pub fn wait_threads_at_most(n: usize, deadline: Duration) -> usize {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        let now = thread_count();
+        if now <= n || std::time::Instant::now() >= end {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,496 @@
+//! The upstream fault matrix, on both routes, through both ABIs pulled raw (the `abi_stable`
+//! module's `stream_next`, and the C API's `mantle_stream_next` from a `dlopen`ed copy): every
+//! fault ends the stream with exactly one terminal event of the right kind, nothing after it,
+//! and closing the providers leaves no plugin thread behind.
+//!
+//! One test function, so the process's thread count is this test's alone.
+
+mod common;
+
+use std::{
+    ffi::{c_char, CStr, CString},
+    time::Duration,
+};
+
+use common::raw;
+use mantle_abi::EventKind;
+use mantle_mock_server::{
+    anthropic_event, anthropic_text_stream, openai_text_stream, sse_data, MockMantle, Reply, Route,
+    Step,
+};
+use serde_json::{json, Value};
+
+/// A model on each route: (upstream route, model id).
+const ROUTES: [(Route, &str); 2] = [
+    (Route::ChatCompletions, "openai.gpt-oss-120b"),
+    (Route::AnthropicMessages, "anthropic.claude-opus-4-7"),
+];
+
+/// What a fault must end with.
+struct Expect {
+    kind: &'static str,
+    status: Option<u16>,
+    /// Requests the plugin sends for it (retries included).
+    requests: usize,
+    /// A piece of the terminal event's message.
+    message: &'static str,
+}
+
+struct Fault {
+    name: &'static str,
+    /// Replies to queue for one stream on `route` for `model`.
+    replies: fn(Route, &str) -> Vec<Reply>,
+    expect: Expect,
+}
+
+fn valid_stream(route: Route, model: &str) -> Vec<Step> {
+    match route {
+        Route::AnthropicMessages => anthropic_text_stream(model, "partial text", 4),
+        _ => openai_text_stream(model, "partial text", 4),
+    }
+}
+
+/// The stream's opening events (start + first text), no terminal.
+fn opening(route: Route, model: &str) -> Vec<Step> {
+    let mut steps = valid_stream(route, model);
+    let keep = match route {
+        Route::AnthropicMessages => 3, // message_start, content_block_start, first delta
+        _ => 2,                        // role chunk, first delta
+    };
+    steps.truncate(keep);
+    steps
+}
+
+fn with(mut steps: Vec<Step>, more: Vec<Step>) -> Vec<Reply> {
+    steps.extend(more);
+    vec![Reply::sse(steps)]
+}
+
+fn status_times(status: u16, n: usize, retry_after: Option<&str>) -> Vec<Reply> {
+    (0..n)
+        .map(|_| Reply::Status {
+            status,
+            body: json!({"error": {"message": format!("upstream said {status}"), "type": "x"}})
+                .to_string(),
+            headers: retry_after
+                .map(|v| vec![("retry-after".to_string(), v.to_string())])
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn faults() -> Vec<Fault> {
+    vec![
+        Fault {
+            name: "429 with retry-after",
+            replies: |_, _| status_times(429, 3, Some("0")),
+            expect: Expect {
+                kind: "rate_limit",
+                status: Some(429),
+                requests: 3,
+                message: "upstream HTTP 429",
+            },
+        },
+        Fault {
+            name: "429 without retry-after",
+            replies: |_, _| status_times(429, 3, None),
+            expect: Expect {
+                kind: "rate_limit",
+                status: Some(429),
+                requests: 3,
+                message: "upstream HTTP 429",
+            },
+        },
+        Fault {
+            name: "500",
+            replies: |_, _| status_times(500, 3, Some("0")),
+            expect: Expect {
+                kind: "internal",
+                status: Some(500),
+                requests: 3,
+                message: "upstream HTTP 500",
+            },
+        },
+        Fault {
+            name: "503",
+            replies: |_, _| status_times(503, 3, Some("0")),
+            expect: Expect {
+                kind: "overloaded",
+                status: Some(503),
+                requests: 3,
+                message: "upstream HTTP 503",
+            },
+        },
+        Fault {
+            name: "stall before headers (not retried: the request was sent)",
+            replies: |r, m| {
+                vec![Reply::Delayed(
+                    Duration::from_secs(30),
+                    Box::new(Reply::sse(valid_stream(r, m))),
+                )]
+            },
+            expect: Expect {
+                kind: "timeout",
+                status: None,
+                requests: 1,
+                message: "no response within 300 ms",
+            },
+        },
+        Fault {
+            name: "stall mid-body",
+            replies: |r, m| with(opening(r, m), vec![Step::Stall]),
+            expect: Expect {
+                kind: "timeout",
+                status: None,
+                requests: 1,
+                message: "no data for 300 ms",
+            },
+        },
+        Fault {
+            name: "disconnect mid-body",
+            replies: |r, m| {
+                with(
+                    opening(r, m),
+                    vec![Step::Sleep(Duration::from_millis(100)), Step::Disconnect],
+                )
+            },
+            expect: Expect {
+                kind: "network",
+                status: None,
+                requests: 1,
+                message: "stream interrupted",
+            },
+        },
+        Fault {
+            name: "malformed SSE data",
+            replies: |r, m| {
+                with(
+                    opening(r, m),
+                    vec![Step::Bytes(
+                        b"event: content_block_delta\ndata: {not json}\n\n".to_vec(),
+                    )],
+                )
+            },
+            expect: Expect {
+                kind: "protocol",
+                status: None,
+                requests: 1,
+                message: "malformed",
+            },
+        },
+        Fault {
+            name: "oversized line",
+            replies: |r, m| {
+                with(
+                    opening(r, m),
+                    vec![Step::Bytes(vec![b'a'; 1024 * 1024 + 1])],
+                )
+            },
+            expect: Expect {
+                kind: "protocol",
+                status: None,
+                requests: 1,
+                message: "exceeds 1048576 bytes",
+            },
+        },
+        Fault {
+            name: "invalid UTF-8",
+            replies: |r, m| {
+                with(
+                    opening(r, m),
+                    vec![Step::Bytes(b"data: {\"x\": \"\xff\"}\n\n".to_vec())],
+                )
+            },
+            expect: Expect {
+                kind: "protocol",
+                status: None,
+                requests: 1,
+                message: "not valid UTF-8",
+            },
+        },
+        Fault {
+            name: "truncated JSON at the end of the body",
+            replies: |r, m| {
+                with(
+                    opening(r, m),
+                    vec![Step::Bytes(
+                        b"event: content_block_delta\ndata: {\"type\":\"content_bl".to_vec(),
+                    )],
+                )
+            },
+            expect: Expect {
+                kind: "protocol",
+                status: None,
+                requests: 1,
+                message: "malformed",
+            },
+        },
+        Fault {
+            name: "deeply nested JSON event",
+            replies: |r, m| {
+                let deep = format!("data: {}\n\n", "[".repeat(10_000));
+                with(opening(r, m), vec![Step::Bytes(deep.into_bytes())])
+            },
+            expect: Expect {
+                kind: "protocol",
+                status: None,
+                requests: 1,
+                message: "limit of 64",
+            },
+        },
+        Fault {
+            name: "events after the terminal one",
+            replies: |r, m| {
+                let extra = match r {
+                    Route::AnthropicMessages => anthropic_event(
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "late"}}),
+                    ),
+                    _ => {
+                        sse_data(&json!({"choices": [{"index": 0, "delta": {"content": "late"}}]}))
+                    }
+                };
+                with(valid_stream(r, m), vec![extra.clone(), extra])
+            },
+            expect: Expect {
+                kind: "done",
+                status: None,
+                requests: 1,
+                message: "",
+            },
+        },
+        Fault {
+            name: "body ends without a terminal event",
+            replies: |r, m| vec![Reply::sse(opening(r, m))],
+            expect: Expect {
+                kind: "network",
+                status: None,
+                requests: 1,
+                message: "closed the stream before",
+            },
+        },
+    ]
+}
+
+fn request(model: &str) -> String {
+    json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "x"}],
+        "max_retry_delay_ms": 1000,
+        "timeouts": {"first_byte_ms": 300, "idle_ms": 300},
+    })
+    .to_string()
+}
+
+/// The terminal event's JSON after checking the stream's shape; `texts` = the text deltas.
+fn check(name: &str, api: &str, events: &[(EventKind, String, Value)], expect: &Expect) {
+    let (kind, _, json) = raw::only_terminal(events);
+    let what = format!("{name} ({api}): {events:?}");
+    match expect.kind {
+        "done" => {
+            assert_eq!(*kind, EventKind::Done, "{what}");
+            let texts: String = events
+                .iter()
+                .filter(|e| e.0 == EventKind::TextDelta)
+                .map(|e| e.1.as_str())
+                .collect();
+            assert_eq!(
+                texts, "partial text",
+                "nothing after the terminal event: {what}"
+            );
+        }
+        want => {
+            assert_eq!(*kind, EventKind::Error, "{what}");
+            assert_eq!(json["kind"], want, "{what}");
+            assert_eq!(
+                json["status"].as_u64().map(|s| s as u16),
+                expect.status,
+                "{what}"
+            );
+            let message = json["message"].as_str().unwrap_or_default();
+            assert!(message.contains(expect.message), "{what}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The C API, from a separately dlopened copy of the library.
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CEvent {
+    kind: u32,
+    text: *const c_char,
+    text_len: usize,
+    json: *const c_char,
+    json_len: usize,
+    raw: *const c_char,
+    raw_len: usize,
+}
+
+struct CApi {
+    _lib: libloading::Library,
+    create: unsafe extern "C" fn(*const c_char, *const c_char, *mut u64) -> u32,
+    close: unsafe extern "C" fn(u64) -> u32,
+    start: unsafe extern "C" fn(u64, *const c_char, *mut u64) -> u32,
+    next: unsafe extern "C" fn(u64, u64, *mut u32, *mut CEvent) -> u32,
+    free: unsafe extern "C" fn(u64) -> u32,
+    last_error: unsafe extern "C" fn() -> *const c_char,
+}
+
+impl CApi {
+    fn load() -> CApi {
+        let copy = common::tempdir().join("c-api-copy.so");
+        std::fs::copy(common::plugin_path(), &copy).unwrap();
+        // SAFETY: the plugin library; its initialisers are safe to run, and the symbols below
+        // have exactly these signatures (include/mantle_provider.h).
+        unsafe {
+            let lib = libloading::Library::new(&copy).unwrap();
+            macro_rules! sym {
+                ($name:literal) => {
+                    *lib.get($name).unwrap()
+                };
+            }
+            CApi {
+                create: sym!(b"mantle_provider_create"),
+                close: sym!(b"mantle_provider_close"),
+                start: sym!(b"mantle_stream_start"),
+                next: sym!(b"mantle_stream_next"),
+                free: sym!(b"mantle_stream_free"),
+                last_error: sym!(b"mantle_last_error"),
+                _lib: lib,
+            }
+        }
+    }
+
+    fn error(&self) -> String {
+        // SAFETY: a NUL-terminated per-thread string owned by the library.
+        unsafe { CStr::from_ptr((self.last_error)()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn provider(&self, cfg: &str) -> u64 {
+        let (empty, cfg) = (CString::new("").unwrap(), CString::new(cfg).unwrap());
+        let mut id = 0;
+        // SAFETY: NUL-terminated inputs, a writable out pointer.
+        let rc = unsafe { (self.create)(empty.as_ptr(), cfg.as_ptr(), &mut id) };
+        assert_eq!(rc, 0, "{}", self.error());
+        id
+    }
+
+    /// Pulls a stream to `FINISHED` (twice); returns the events with their buffers copied.
+    fn drain(&self, provider: u64, request: &str) -> Vec<(EventKind, String, Value)> {
+        let request = CString::new(request).unwrap();
+        let mut stream = 0;
+        // SAFETY: as above.
+        let rc = unsafe { (self.start)(provider, request.as_ptr(), &mut stream) };
+        assert_eq!(rc, 0, "{}", self.error());
+        let mut events = Vec::new();
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                std::time::Instant::now() < end,
+                "C stream did not finish: {events:?}"
+            );
+            let (mut poll, mut ev) = (u32::MAX, std::mem::MaybeUninit::<CEvent>::zeroed());
+            // SAFETY: writable out pointers.
+            let rc = unsafe { (self.next)(stream, 200, &mut poll, ev.as_mut_ptr()) };
+            assert_eq!(rc, 0, "{}", self.error());
+            match poll {
+                0 => {
+                    // SAFETY: filled by the library on MANTLE_POLL_EVENT; the buffers are valid
+                    // until the next pull of this stream.
+                    let ev = unsafe { ev.assume_init() };
+                    let text =
+                        unsafe { std::slice::from_raw_parts(ev.text.cast::<u8>(), ev.text_len) };
+                    let json =
+                        unsafe { std::slice::from_raw_parts(ev.json.cast::<u8>(), ev.json_len) };
+                    let kind = match ev.kind {
+                        1 => EventKind::Start,
+                        2 => EventKind::TextDelta,
+                        3 => EventKind::ReasoningDelta,
+                        4 => EventKind::ToolCallStart,
+                        5 => EventKind::ToolCallDelta,
+                        6 => EventKind::ToolCallEnd,
+                        7 => EventKind::Usage,
+                        8 => EventKind::Done,
+                        9 => EventKind::Error,
+                        k => panic!("unknown event kind {k}"),
+                    };
+                    events.push((
+                        kind,
+                        String::from_utf8(text.to_vec()).unwrap(),
+                        serde_json::from_slice(json).unwrap(),
+                    ));
+                }
+                1 => {}
+                2 => break,
+                p => panic!("unknown poll {p}"),
+            }
+        }
+        let (mut poll, mut ev) = (u32::MAX, std::mem::MaybeUninit::<CEvent>::zeroed());
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { (self.next)(stream, 0, &mut poll, ev.as_mut_ptr()) },
+            0
+        );
+        assert_eq!(poll, 2, "FINISHED stays FINISHED");
+        // SAFETY: a handle this library gave out, freed once.
+        assert_eq!(unsafe { (self.free)(stream) }, 0);
+        events
+    }
+}
+
+#[test]
+fn every_fault_on_every_route_through_both_abis_ends_with_exactly_one_terminal_event() {
+    let server = MockMantle::start(None).unwrap();
+    let c_api = CApi::load();
+    raw::module(); // the Rust ABI copy is loaded before the baseline too
+    let baseline = common::thread_count();
+    let cfg = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
+    let rust_provider = raw::provider_create("", &cfg).unwrap();
+    let c_provider = c_api.provider(&cfg);
+
+    for fault in faults() {
+        for (route, model) in ROUTES {
+            for api in ["rust-abi", "c-api"] {
+                server.clear_requests();
+                for reply in (fault.replies)(route, model) {
+                    server.push(route, reply);
+                }
+                let events = match api {
+                    "rust-abi" => {
+                        let stream = raw::stream_start(rust_provider, &request(model)).unwrap();
+                        let events = raw::drain(stream, Duration::from_secs(30));
+                        (raw::module().stream_close())(stream)
+                            .into_result()
+                            .unwrap();
+                        events
+                    }
+                    _ => c_api.drain(c_provider, &request(model)),
+                };
+                let name = format!("{} on {model}", fault.name);
+                check(&name, api, &events, &fault.expect);
+                let path = match route {
+                    Route::AnthropicMessages => "/anthropic/v1/messages",
+                    _ => "/v1/chat/completions",
+                };
+                assert_eq!(
+                    server.requests_to(path).len(),
+                    fault.expect.requests,
+                    "{name} ({api}): requests sent"
+                );
+            }
+        }
+    }
+
+    raw::provider_close(rust_provider);
+    // SAFETY: a handle this library gave out, closed once.
+    assert_eq!(unsafe { (c_api.close)(c_provider) }, 0);
+    let left = common::wait_threads_at_most(baseline, Duration::from_secs(10));
+    assert!(
+        left <= baseline,
+        "threads: {left} after close, {baseline} before the providers"
+    );
+}
