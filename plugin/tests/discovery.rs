@@ -436,3 +436,88 @@ fn region_resolution_and_unsupported_regions() {
         .to_string();
     assert!(err.contains("field `region`"), "{err}");
 }
+
+#[test]
+fn catalog_api_key_names_the_source_the_token_really_comes_from() {
+    use aws_credential_types::{provider::SharedCredentialsProvider, Credentials};
+    let server = MockMantle::start(None).unwrap();
+    let clock = ManualClock::at_unix(1_780_000_000);
+    let iam =
+        SharedCredentialsProvider::new(Credentials::new("AKIDCAT", "secret", None, None, "t"));
+    let cases = [
+        // (apiKey, environment, expected catalog apiKey)
+        (
+            Some("literal-secret-key"),
+            vec![],
+            "env:AWS_BEARER_TOKEN_BEDROCK",
+        ),
+        (Some("env:MY_KEY"), vec![("MY_KEY", "k")], "env:MY_KEY"),
+        (
+            Some("env:MY_KEY"),
+            vec![("MY_KEY", "  "), ("AWS_BEARER_TOKEN_BEDROCK", "k")],
+            "env:AWS_BEARER_TOKEN_BEDROCK",
+        ),
+        (
+            Some("env:MY_KEY"),
+            vec![("MY_KEY", "")],
+            "__amazon_bedrock_mantle_iam__",
+        ),
+        (
+            None,
+            vec![("AWS_BEARER_TOKEN_BEDROCK", "k")],
+            "env:AWS_BEARER_TOKEN_BEDROCK",
+        ),
+        (None, vec![], "__amazon_bedrock_mantle_iam__"),
+    ];
+    for (api_key, env, expected) in cases {
+        let mut cfg = json!({"baseUrl": server.base_url()});
+        if let Some(k) = api_key {
+            cfg["apiKey"] = json!(k);
+        }
+        let options = ProviderOptions {
+            credentials: Some(iam.clone()),
+            ..options(&clock, &env_with(&env))
+        };
+        let p = Provider::new("", &cfg.to_string(), options).unwrap();
+        let c = p.catalog();
+        let entry = c.provider.expect("a catalog");
+        // Failed before the fix: `<configured>` for a literal, `env:MY_KEY` for a blank one.
+        assert_eq!(entry.api_key, expected, "apiKey {api_key:?}, env {env:?}");
+        let text = serde_json::to_string(&entry).unwrap();
+        assert!(!text.contains("literal-secret-key"), "{text}");
+    }
+}
+
+#[test]
+fn discovery_sends_provider_headers_and_catalogs_hide_header_values() {
+    let server = MockMantle::start(Some("k")).unwrap();
+    let clock = ManualClock::at_unix(1_780_000_000);
+    let env = env_with(&[("MANTLE_KEY", "k")]);
+    let p = provider(
+        &server,
+        json!({
+            "headers": {"x-team": "blue", "x-proxy-key": "hdr-secret-1", "authorization": "Bearer evil"},
+            "models": [{"id": "m.x", "headers": {"x-tenant": "hdr-secret-2"}}],
+        }),
+        &clock,
+        &env,
+    );
+    let c = p.catalog();
+    // Failed before the fix: discovery sent no provider headers.
+    let sent = &server.requests_to("/v1/models")[0];
+    assert_eq!(sent.header("x-team"), Some("blue"));
+    assert_eq!(sent.header("x-proxy-key"), Some("hdr-secret-1"));
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer k"),
+        "never overridden"
+    );
+    let text = serde_json::to_string(&c.provider.unwrap()).unwrap();
+    for secret in ["blue", "hdr-secret-1", "hdr-secret-2", "evil"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(
+        text.contains("x-proxy-key") && text.contains("x-tenant"),
+        "{text}"
+    );
+}

@@ -615,7 +615,10 @@ pub extern "C" fn mantle_stream_free(stream: u64) -> mantle_result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ptr::{null, null_mut};
+    use std::{
+        ptr::{null, null_mut},
+        sync::Arc,
+    };
 
     fn last_error() -> String {
         // SAFETY: the library's own thread-local string, read on the same thread.
@@ -778,5 +781,146 @@ mod tests {
         assert_eq!(r, mantle_result::MANTLE_OK, "{}", last_error());
         assert_eq!(last_error(), "");
         assert_eq!(mantle_provider_close(id), mantle_result::MANTLE_OK);
+    }
+
+    #[test]
+    fn deep_config_and_request_are_refused_on_a_256_kib_stack() {
+        // Failed before the fix: json5 recursed 20,000 deep and the process died (SIGSEGV).
+        let server = mantle_mock_server::MockMantle::start(None).unwrap();
+        let cfg =
+            CString::new(format!("{{baseUrl: '{}', apiKey: 'k'}}", server.base_url())).unwrap();
+        let mut provider = 0u64;
+        // SAFETY: valid NUL-terminated strings and a writable out-pointer.
+        let r = unsafe { mantle_provider_create(c"".as_ptr(), cfg.as_ptr(), &mut provider) };
+        assert_eq!(r, mantle_result::MANTLE_OK, "{}", last_error());
+        let worker = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let deep = CString::new(format!("{{a: {}}}", "[".repeat(20_000))).unwrap();
+                let mut id = 0u64;
+                // SAFETY: as above.
+                let r = unsafe { mantle_provider_create(c"".as_ptr(), deep.as_ptr(), &mut id) };
+                assert_eq!(r, mantle_result::MANTLE_INVALID_CONFIG);
+                assert!(
+                    last_error().contains("nested deeper than the limit of 64"),
+                    "{}",
+                    last_error()
+                );
+                // SAFETY: as above.
+                let r = unsafe { mantle_provider_create(deep.as_ptr(), c"".as_ptr(), &mut id) };
+                assert_eq!(r, mantle_result::MANTLE_INVALID_CONFIG);
+                let request = CString::new(format!(
+                    r#"{{"model":"m","messages":{}}}"#,
+                    "[".repeat(20_000)
+                ))
+                .unwrap();
+                let mut stream = 0u64;
+                // SAFETY: as above.
+                let r = unsafe { mantle_stream_start(provider, request.as_ptr(), &mut stream) };
+                assert_eq!(r, mantle_result::MANTLE_INVALID_ARGUMENT);
+                assert!(last_error().contains("limit of 64"), "{}", last_error());
+            })
+            .unwrap();
+        worker.join().expect("the small-stack thread survived");
+        assert_eq!(mantle_provider_close(provider), mantle_result::MANTLE_OK);
+    }
+
+    /// Pulls once; returns the poll and, for an event, its kind and JSON (copied).
+    fn pull(
+        stream: u64,
+        timeout_ms: u64,
+    ) -> Result<(mantle_poll, Option<(mantle_event_kind, String)>), String> {
+        let mut poll = mantle_poll::MANTLE_POLL_PENDING;
+        let mut event = std::mem::MaybeUninit::<mantle_event>::zeroed();
+        // SAFETY: writable out-pointers.
+        let r = unsafe { mantle_stream_next(stream, timeout_ms, &mut poll, event.as_mut_ptr()) };
+        if r != mantle_result::MANTLE_OK {
+            return Err(format!("{r:?}: {}", last_error()));
+        }
+        if poll != mantle_poll::MANTLE_POLL_EVENT {
+            return Ok((poll, None));
+        }
+        // SAFETY: filled on MANTLE_POLL_EVENT; valid until the next pull of this stream.
+        let event = unsafe { event.assume_init() };
+        // SAFETY: `json` points to `json_len` bytes (see above).
+        let json = unsafe { std::slice::from_raw_parts(event.json.cast::<u8>(), event.json_len) };
+        Ok((
+            poll,
+            Some((event.kind, String::from_utf8(json.to_vec()).unwrap())),
+        ))
+    }
+
+    #[test]
+    fn a_concurrent_pull_is_refused_and_provider_close_ends_a_waiting_pull_and_frees_buffers() {
+        use mantle_mock_server::{openai_text_stream, MockMantle, Reply, Route, Step};
+        let server = MockMantle::start(None).unwrap();
+        let mut steps = openai_text_stream("m", "first", 16);
+        steps.truncate(2);
+        steps.push(Step::Stall);
+        server.push(Route::ChatCompletions, Reply::sse(steps));
+        let cfg =
+            CString::new(format!("{{baseUrl: '{}', apiKey: 'k'}}", server.base_url())).unwrap();
+        let (mut provider, mut stream) = (0u64, 0u64);
+        // SAFETY: valid NUL-terminated strings and writable out-pointers.
+        unsafe {
+            assert_eq!(
+                mantle_provider_create(c"".as_ptr(), cfg.as_ptr(), &mut provider),
+                mantle_result::MANTLE_OK
+            );
+            let request =
+                c"{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}";
+            assert_eq!(
+                mantle_stream_start(provider, request.as_ptr(), &mut stream),
+                mantle_result::MANTLE_OK
+            );
+        }
+        let mut kinds = Vec::new();
+        while kinds.len() < 2 {
+            if let (_, Some((kind, _))) = pull(stream, 5_000).unwrap() {
+                kinds.push(kind);
+            }
+        }
+        assert_eq!(
+            kinds,
+            [
+                mantle_event_kind::MANTLE_EVENT_START,
+                mantle_event_kind::MANTLE_EVENT_TEXT_DELTA
+            ]
+        );
+        let slot = Arc::downgrade(&super::super::stream_slot(stream).unwrap());
+
+        let waiter = std::thread::spawn(move || (pull(stream, 60_000), pull(stream, 0)));
+        let busy = loop {
+            match pull(stream, 0) {
+                Err(e) => break e,
+                Ok((mantle_poll::MANTLE_POLL_PENDING, None)) => std::thread::yield_now(),
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        };
+        assert!(
+            busy.starts_with("MANTLE_INVALID_ARGUMENT") && busy.contains("another thread"),
+            "{busy}"
+        );
+
+        assert_eq!(mantle_provider_close(provider), mantle_result::MANTLE_OK);
+        let (first, after) = waiter.join().unwrap();
+        let (poll, event) = first.expect("the waiting pull gets the terminal event");
+        assert_eq!(poll, mantle_poll::MANTLE_POLL_EVENT);
+        let (kind, json) = event.unwrap();
+        assert_eq!(kind, mantle_event_kind::MANTLE_EVENT_ERROR);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (v["kind"].as_str(), v["message"].as_str()),
+            (
+                Some("cancelled"),
+                Some("cancelled: the provider was closed")
+            )
+        );
+        assert!(after.unwrap_err().starts_with("MANTLE_INVALID_HANDLE"));
+        // The stream's slot, and with it its C event buffers, is gone once the pull returned.
+        assert!(
+            slot.upgrade().is_none(),
+            "closing the provider freed the stream's buffers"
+        );
     }
 }

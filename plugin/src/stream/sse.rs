@@ -35,6 +35,9 @@ pub struct SseParser {
     /// How far `buf` was already searched for a line end (so a long line arriving in small
     /// chunks is scanned once, not from its start on every chunk).
     scanned: usize,
+    /// Bytes examined in total (tests check that a long line is not rescanned).
+    #[cfg(test)]
+    examined: usize,
     event: Option<String>,
     data: String,
     has_data: bool,
@@ -53,6 +56,8 @@ impl SseParser {
         SseParser {
             buf: Vec::new(),
             scanned: 0,
+            #[cfg(test)]
+            examined: 0,
             event: None,
             data: String::new(),
             has_data: false,
@@ -84,6 +89,10 @@ impl SseParser {
                 start = i + 1;
             }
             i += 1;
+        }
+        #[cfg(test)]
+        {
+            self.examined += i - self.scanned.min(i);
         }
         self.buf.drain(..start);
         self.scanned = i - start;
@@ -211,6 +220,26 @@ mod tests {
         let mut p = SseParser::new(16);
         let r = p.feed(b"data: 0123456789\ndata: 0123456789\n", &mut out);
         assert_eq!(r, Err(SseError::TooLarge(16)));
+    }
+
+    #[test]
+    fn a_long_line_in_small_chunks_is_scanned_once() {
+        // Failed before the fix: every chunk rescanned the partial line from its start
+        // (about n^2/2 bytes examined for an n-byte line).
+        let line = format!("data: {}\n\n", "x".repeat(256 * 1024));
+        let mut p = SseParser::default();
+        let mut out = Vec::new();
+        for chunk in line.as_bytes().chunks(7) {
+            p.feed(chunk, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data.len(), 256 * 1024);
+        assert!(
+            p.examined <= line.len(),
+            "examined {} of {}",
+            p.examined,
+            line.len()
+        );
     }
 
     #[test]
