@@ -320,8 +320,11 @@ mantle_result mantle_provider_create(const char *plugin_config,
                                      uint64_t *provider_out);
 
 /**
- * Closes a provider: cancels and frees its streams, stops its runtime. The handle (and its
- * streams' handles) are invalid afterwards.
+ * Closes a provider: cancels and frees its streams (with their event buffers), stops its
+ * runtime. The handle (and its streams' handles) are invalid afterwards. A thread waiting in
+ * `mantle_stream_next` on one of its streams returns at once with that stream's one terminal
+ * event (`MANTLE_EVENT_ERROR`, kind `cancelled`, message "cancelled: the provider was
+ * closed"), whose buffers are static and stay valid.
  */
 mantle_result mantle_provider_close(uint64_t provider);
 
@@ -373,8 +376,11 @@ mantle_result mantle_stream_start(uint64_t provider,
  * Pulls the next event, waiting at most `timeout_ms` milliseconds (0: do not wait).
  * `*poll_out` says what happened; on `MANTLE_POLL_EVENT`, `*event_out` is filled and its
  * buffers stay valid until the next `mantle_stream_next` on this stream or its
- * `mantle_stream_free`. Exactly one terminal event (DONE or ERROR) is delivered; after it,
- * calls report `MANTLE_POLL_FINISHED`.
+ * `mantle_stream_free` (or its provider's close). Exactly one terminal event (DONE or ERROR)
+ * is delivered; after it, calls report `MANTLE_POLL_FINISHED`. While one thread pulls a
+ * stream, another thread's pull of the same stream fails with `MANTLE_INVALID_ARGUMENT`;
+ * freeing the stream or closing its provider from another thread ends a waiting pull with the
+ * `cancelled` terminal event.
  *
  * # Safety
  * `poll_out` and `event_out` are NULL or writable.

@@ -164,6 +164,34 @@ mod tests {
     }
 
     #[test]
+    fn extreme_imported_times_are_clamped_not_overflowed() {
+        // Failed before the fix: `UNIX_EPOCH + i64::MAX seconds` overflowed SystemTime (panic).
+        for (expires, refresh) in [(i64::MAX, i64::MIN), (i64::MIN, i64::MAX), (-1, 0)] {
+            let entry = TokenEntry {
+                token: Secret::new("t"),
+                identity: "AKID".into(),
+                expires_at_unix: expires,
+                refresh_at_unix: refresh,
+            };
+            let cached = entry.into_cached();
+            for (t, raw) in [(cached.expires_at, expires), (cached.refresh_at, refresh)] {
+                assert_eq!(
+                    unix_seconds(t),
+                    raw.clamp(0, crate::clock::MAX_UNIX_SECONDS),
+                    "{raw}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn deep_blobs_are_refused_before_parsing() {
+        let deep = format!(r#"{{"format": 1, "x": {}}}"#, "[".repeat(20_000));
+        let e = StateBlob::parse(&deep).unwrap_err();
+        assert!(e.contains("nested deeper than the limit of 64"), "{e}");
+    }
+
+    #[test]
     fn other_formats_and_garbage_are_refused_by_name() {
         let e = StateBlob::parse(r#"{"format": 2}"#).unwrap_err();
         assert!(e.contains("format 2") && e.contains("reads 1"), "{e}");

@@ -11,7 +11,13 @@
 //!   `MANTLE_INVALID_HANDLE`, never undefined behaviour.
 //! - Strings returned to the caller are allocated by the plugin and freed by the caller with
 //!   the matching `mantle_*_free` function, exactly once.
-//! - Functions are thread-safe; one stream is pulled by one thread at a time.
+//! - Functions are thread-safe and may be called from any thread, including a thread that runs
+//!   an async runtime (no entry point enters one). One stream is pulled by one thread at a
+//!   time: a second concurrent `mantle_stream_next` on the same stream returns
+//!   `MANTLE_INVALID_ARGUMENT` at once (different streams are pulled in parallel freely).
+//! - Texts from outside (configs, requests) are refused above 64 levels of nesting or their
+//!   size limit (1 MiB configs, 64 MiB requests) before any parser runs, so hostile input
+//!   cannot exhaust a small thread stack.
 
 #![allow(non_camel_case_types)]
 
@@ -353,8 +359,11 @@ pub unsafe extern "C" fn mantle_provider_create(
     })
 }
 
-/// Closes a provider: cancels and frees its streams, stops its runtime. The handle (and its
-/// streams' handles) are invalid afterwards.
+/// Closes a provider: cancels and frees its streams (with their event buffers), stops its
+/// runtime. The handle (and its streams' handles) are invalid afterwards. A thread waiting in
+/// `mantle_stream_next` on one of its streams returns at once with that stream's one terminal
+/// event (`MANTLE_EVENT_ERROR`, kind `cancelled`, message "cancelled: the provider was
+/// closed"), whose buffers are static and stay valid.
 #[no_mangle]
 pub extern "C" fn mantle_provider_close(provider: u64) -> mantle_result {
     entry("mantle_provider_close", || super::provider_close(provider))
@@ -534,8 +543,11 @@ pub unsafe extern "C" fn mantle_stream_start(
 /// Pulls the next event, waiting at most `timeout_ms` milliseconds (0: do not wait).
 /// `*poll_out` says what happened; on `MANTLE_POLL_EVENT`, `*event_out` is filled and its
 /// buffers stay valid until the next `mantle_stream_next` on this stream or its
-/// `mantle_stream_free`. Exactly one terminal event (DONE or ERROR) is delivered; after it,
-/// calls report `MANTLE_POLL_FINISHED`.
+/// `mantle_stream_free` (or its provider's close). Exactly one terminal event (DONE or ERROR)
+/// is delivered; after it, calls report `MANTLE_POLL_FINISHED`. While one thread pulls a
+/// stream, another thread's pull of the same stream fails with `MANTLE_INVALID_ARGUMENT`;
+/// freeing the stream or closing its provider from another thread ends a waiting pull with the
+/// `cancelled` terminal event.
 ///
 /// # Safety
 /// `poll_out` and `event_out` are NULL or writable.

@@ -229,3 +229,37 @@ async fn entry_points_work_inside_a_multi_thread_host_runtime() {
 async fn entry_points_work_inside_a_current_thread_host_runtime() {
     every_entry_point_from_async_code().await;
 }
+
+#[test]
+fn events_parsed_before_a_parse_error_in_the_same_chunk_are_delivered() {
+    // Failed before the fix: the parse error returned before the chunk's good events went out.
+    let server = MockMantle::start(None).unwrap();
+    let mut chunk = Vec::new();
+    for piece in ["one ", "two"] {
+        chunk.extend_from_slice(
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": {"content": piece}}]})
+            )
+            .as_bytes(),
+        );
+    }
+    chunk.extend_from_slice(b"data: \xff\n\n");
+    server.push(Route::ChatCompletions, Reply::sse(vec![Step::Bytes(chunk)]));
+    let cfg = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
+    let provider = raw::provider_create("", &cfg).unwrap();
+    let stream = raw::stream_start(provider, &common::request("m", "x").to_string()).unwrap();
+    let events = raw::drain(stream, Duration::from_secs(30));
+    let texts: Vec<&str> = events
+        .iter()
+        .filter(|e| e.0 == EventKind::TextDelta)
+        .map(|e| e.1.as_str())
+        .collect();
+    assert_eq!(texts, ["one ", "two"]);
+    let (kind, _, json) = raw::only_terminal(&events);
+    assert_eq!(
+        (*kind, json["kind"].as_str()),
+        (EventKind::Error, Some("protocol"))
+    );
+    raw::provider_close(provider);
+}

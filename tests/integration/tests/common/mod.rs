@@ -43,7 +43,7 @@ fn cargo_build_with_tag(args: &[&str], tag: Option<&str>) {
         None => command.env_remove("MANTLE_BUILD_TAG"),
     };
     let status = command
-        .args(["build", "--quiet"])
+        .args(["build", "--quiet", "--locked"])
         .args(args)
         .current_dir(workspace_root())
         .status()
