@@ -133,11 +133,50 @@ pub fn request(model: &str, prompt: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]})
 }
 
-/// Runs a stream to its end; returns the events.
+/// Runs a stream to its end through the provider's own module, pulled raw (not through
+/// host-shim's `Stream`, which stops at the first terminal event by itself): every event the
+/// plugin delivers until it reports `Finished`, which it must report again on the next pull.
+/// So [`terminal`]'s "exactly one terminal event" checks the plugin, not the shim.
 pub fn run_stream(provider: &Provider, request: &serde_json::Value) -> Vec<Event> {
-    let mut s = provider.stream(&request.to_string()).expect("stream start");
-    s.collect(Duration::from_secs(30))
-        .expect("stream completes")
+    use abi_stable::std_types::RStr;
+    use mantle_abi::FfiPoll;
+    let module = provider.plugin().module();
+    let text = request.to_string();
+    let id = (module.stream_start())(provider.id(), RStr::from_str(&text))
+        .into_result()
+        .expect("stream start");
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let mut events = Vec::new();
+    loop {
+        assert!(
+            std::time::Instant::now() < end,
+            "stream did not finish: {events:?}"
+        );
+        match (module.stream_next())(id, 500)
+            .into_result()
+            .expect("stream_next")
+        {
+            FfiPoll::Event(e) => events.push(Event {
+                kind: e.kind,
+                text: e.text.into_string(),
+                json: e.json.into_string(),
+                raw: e.raw.into_string(),
+            }),
+            FfiPoll::Pending => {}
+            FfiPoll::Finished => break,
+        }
+    }
+    assert!(
+        matches!(
+            (module.stream_next())(id, 0).into_result(),
+            Ok(FfiPoll::Finished)
+        ),
+        "Finished stays Finished"
+    );
+    (module.stream_close())(id)
+        .into_result()
+        .expect("stream_close");
+    events
 }
 
 /// The concatenated text deltas.
