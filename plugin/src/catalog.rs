@@ -133,12 +133,21 @@ const KNOWN_MODELS: &[Known] = &[
         image: false,
         reasoning: None,
     },
+    // Kimi on Mantle: ids are `moonshotai.`, limits 262,143 context / 16,000 output as Mantle
+    // enforces them (spec §7), not the 262,144 / 32,768 of Moonshot's own API.
     Known {
-        id: "moonshot.kimi-k2-thinking",
-        context_window: 262_144,
-        max_tokens: 32_768,
+        id: "moonshotai.kimi-k2-thinking",
+        context_window: 262_143,
+        max_tokens: 16_000,
         image: false,
         reasoning: Some(true),
+    },
+    Known {
+        id: "moonshotai.kimi-k2.5",
+        context_window: 262_143,
+        max_tokens: 16_000,
+        image: false,
+        reasoning: None,
     },
     Known {
         id: "zai.glm-4.6",
@@ -469,6 +478,22 @@ mod tests {
     }
 
     #[test]
+    fn kimi_rows_follow_the_spec() {
+        // Failed before the fix: `moonshot.` ids with 262,144 / 32,768.
+        for id in ["moonshotai.kimi-k2-thinking", "moonshotai.kimi-k2.5"] {
+            let r = discovered_row(id);
+            assert_eq!((r.context_window, r.max_tokens), (262_143, 16_000), "{id}");
+        }
+        assert!(discovered_row("moonshotai.kimi-k2-thinking").reasoning);
+        let r = discovered_row("moonshot.kimi-k2-thinking");
+        assert_eq!(
+            (r.context_window, r.max_tokens),
+            (DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_TOKENS),
+            "not a Mantle id"
+        );
+    }
+
+    #[test]
     fn known_table_overrides_placeholders() {
         let r = discovered_row("openai.gpt-oss-20b");
         assert_eq!(
@@ -506,6 +531,98 @@ mod tests {
             ("mine", 5, 4096)
         );
         assert!(!serde_json::to_string(&merged).unwrap().contains("secret!"));
+    }
+
+    #[test]
+    fn every_curated_claude_row_is_exactly_the_spec_table() {
+        // Spec §3: all anthropic-messages, text+image, 1,000,000 context, 128,000 output.
+        let expected = |id: &str, name: &str, reasoning: bool, cost: [f64; 4]| {
+            serde_json::json!({
+                "id": id, "name": name, "api": "anthropic-messages", "reasoning": reasoning,
+                "input": ["text", "image"],
+                "cost": {"input": cost[0], "output": cost[1], "cacheRead": cost[2], "cacheWrite": cost[3]},
+                "contextWindow": 1_000_000, "maxTokens": 128_000,
+            })
+        };
+        // 2026-09-01T00:00Z is 1,788,220,800: the Sonnet 5 price changes at that second.
+        for (now, sonnet) in [
+            (1_788_220_799u64, [2.0, 10.0, 0.2, 2.5]),
+            (1_788_220_800u64, [3.0, 15.0, 0.3, 3.75]),
+        ] {
+            let rows: Vec<serde_json::Value> = claude_rows(ManualClock::at_unix(now).now())
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap())
+                .collect();
+            assert_eq!(
+                rows,
+                vec![
+                    expected(
+                        "anthropic.claude-opus-5",
+                        "Claude Opus 5",
+                        true,
+                        [5.0, 25.0, 0.5, 6.25]
+                    ),
+                    expected("anthropic.claude-sonnet-5", "Claude Sonnet 5", true, sonnet),
+                    expected(
+                        "anthropic.claude-opus-4-7",
+                        "Claude Opus 4.7",
+                        false,
+                        [5.0, 25.0, 0.5, 6.25]
+                    ),
+                    expected(
+                        "anthropic.claude-mythos-5",
+                        "Claude Mythos 5",
+                        true,
+                        [10.0, 50.0, 1.0, 12.5]
+                    ),
+                    expected(
+                        "anthropic.claude-mythos-preview",
+                        "Claude Mythos Preview",
+                        true,
+                        [0.0, 0.0, 0.0, 0.0]
+                    ),
+                ],
+                "at {now}"
+            );
+        }
+    }
+
+    #[test]
+    fn implicit_provider_shape_and_merge_of_user_keys() {
+        let now = ManualClock::at_unix(1_780_000_000).now();
+        let rows = build_catalog(&ids(&["a.b"]), now);
+        let implicit = implicit_provider(
+            "https://bedrock-mantle.us-east-1.api.aws/v1",
+            IAM_MARKER_FOR_TEST.into(),
+            rows.clone(),
+        );
+        // Spec §3: the implicit provider.
+        let v = serde_json::to_value(&implicit).unwrap();
+        assert_eq!(v["baseUrl"], "https://bedrock-mantle.us-east-1.api.aws/v1");
+        assert_eq!(v["api"], "openai-completions");
+        assert_eq!(v["auth"], "api-key");
+        assert_eq!(v["apiKey"], "__amazon_bedrock_mantle_iam__");
+        assert!(v.get("headers").is_none());
+        assert_eq!(implicit.models, rows);
+        // Keys the user sets win: api, auth, headers (names shown, values redacted); apiKey
+        // stays the marker of the real token source.
+        let user = ProviderConfig::parse(
+            "{ api: 'anthropic-messages', auth: 'api-key', apiKey: 'lit', headers: { 'x-a': 'secret-a' } }",
+        )
+        .unwrap();
+        let merged = serde_json::to_value(merge(implicit.clone(), &user, now)).unwrap();
+        assert_eq!(merged["api"], "anthropic-messages");
+        assert_eq!(merged["auth"], "api-key");
+        assert_eq!(merged["headers"], serde_json::json!({"x-a": "<redacted>"}));
+        assert_eq!(merged["apiKey"], "__amazon_bedrock_mantle_iam__");
+        assert_eq!(
+            merged["models"], v["models"],
+            "no user models: the catalog stays"
+        );
+        // Unset user keys keep the implicit values.
+        let merged =
+            serde_json::to_value(merge(implicit, &ProviderConfig::default(), now)).unwrap();
+        assert_eq!(merged, v);
     }
 
     const IAM_MARKER_FOR_TEST: &str = crate::auth::IAM_MARKER;

@@ -207,3 +207,30 @@ fn no_credentials_skips_the_provider_with_a_reason_logged_once() {
         lines[0]
     );
 }
+
+#[test]
+fn failing_credentials_skip_the_provider_as_credentials_error() {
+    let _g = isolate_aws_env();
+    // A container credentials endpoint that answers, but not with credentials.
+    let broken = MockMantle::start(None).unwrap();
+    std::env::set_var(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        format!("{}/not-credentials", broken.origin()),
+    );
+    let server = MockMantle::start(None).unwrap();
+    let p = provider(&server, ProviderOptions::default());
+    let c = p.catalog();
+    assert!(
+        matches!(&c.outcome, Outcome::Skipped { reason, detail: Some(d) }
+            if reason == "credentials-error" && d.contains("AWS credentials error")),
+        "{:?}",
+        c.outcome
+    );
+    assert!(c.provider.is_none());
+    assert!(
+        server.requests().is_empty(),
+        "no Mantle request without a token"
+    );
+    let e = p.bearer_token().unwrap_err();
+    assert_eq!(e.reason(), "credentials-error");
+}

@@ -48,6 +48,33 @@ fn provider(
     Provider::new("", &cfg.to_string(), options(clock, env)).unwrap()
 }
 
+/// Credentials that count how often they are asked for.
+fn counting_credentials() -> (
+    aws_credential_types::provider::SharedCredentialsProvider,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use aws_credential_types::{
+        provider::{future, ProvideCredentials, SharedCredentialsProvider},
+        Credentials,
+    };
+    #[derive(Debug)]
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+    impl ProvideCredentials for Counting {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            future::ProvideCredentials::ready(Ok(Credentials::new("AKIDC", "s", None, None, "t")))
+        }
+    }
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        SharedCredentialsProvider::new(Counting(calls.clone())),
+        calls,
+    )
+}
+
 fn ids(c: &CatalogResult) -> Vec<String> {
     c.provider
         .as_ref()
@@ -264,28 +291,32 @@ fn body_cap_is_exact_4_mib_when_streamed_without_length() {
 
 #[test]
 fn deadline_and_idle_limits() {
+    // Each limit is tested on its own provider, the other limit set far away (60 s), so a slow
+    // machine cannot make one fire in place of the other.
     let server = MockMantle::start(None).unwrap();
     let clock = ManualClock::at_unix(1_780_000_000);
     let env = env_with(&[("MANTLE_KEY", "k")]);
-    let mut opts = options(&clock, &env);
-    opts.discovery_limits = Limits {
-        deadline: Duration::from_millis(400),
-        chunk_idle: Duration::from_millis(200),
-        body_cap: 4 << 20,
-    };
     let cfg = json!({"baseUrl": server.base_url(), "apiKey": "env:MANTLE_KEY"}).to_string();
-    let p = Provider::new("", &cfg, opts).unwrap();
+    let with_limits = |deadline_ms: u64, idle_ms: u64| {
+        let mut opts = options(&clock, &env);
+        opts.discovery_limits = Limits {
+            deadline: Duration::from_millis(deadline_ms),
+            chunk_idle: Duration::from_millis(idle_ms),
+            body_cap: 4 << 20,
+        };
+        Provider::new("", &cfg, opts).unwrap()
+    };
 
     server.push(
         Route::Models,
         Reply::Delayed(
-            Duration::from_secs(3),
+            Duration::from_secs(30),
             Box::new(Reply::json(&json!({"data": []}))),
         ),
     );
-    let c = p.catalog();
+    let c = with_limits(400, 60_000).catalog();
     assert!(
-        matches!(&c.outcome, Outcome::Unavailable { detail } if detail.contains("timed out")),
+        matches!(&c.outcome, Outcome::Unavailable { detail } if detail == "network error: timed out after 400 ms"),
         "{:?}",
         c.outcome
     );
@@ -297,9 +328,9 @@ fn deadline_and_idle_limits() {
             steps: vec![Step::Bytes(b"{\"data\":[".to_vec()), Step::Stall],
         },
     );
-    let c = p.catalog();
+    let c = with_limits(60_000, 200).catalog();
     assert!(
-        matches!(&c.outcome, Outcome::Unavailable { detail } if detail.contains("no body data")),
+        matches!(&c.outcome, Outcome::Unavailable { detail } if detail.contains("no body data for 200 ms")),
         "{:?}",
         c.outcome
     );
@@ -358,16 +389,28 @@ fn disabled_discovery_makes_no_http_and_serves_manual_models() {
     let env = env_with(&[]);
     let cfg = json!({"baseUrl": server.base_url(), "models": [{"id": "mine.m", "name": "Mine"}]})
         .to_string();
+    // No key anywhere: the IAM path would mint. A counting credentials provider proves it does
+    // not even ask for credentials.
+    let (credentials, calls) = counting_credentials();
     let p = Provider::new(
         "{ discovery: { enabled: false } }",
         &cfg,
-        options(&clock, &env),
+        ProviderOptions {
+            credentials: Some(credentials),
+            ..options(&clock, &env)
+        },
     )
     .unwrap();
     let c = p.catalog();
     assert!(matches!(&c.outcome, Outcome::Skipped { reason, .. } if reason == "disabled"));
     assert_eq!(ids(&c), ["mine.m"]);
     assert!(server.requests().is_empty(), "no HTTP at all");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no token minting: credentials were never asked for"
+    );
+    assert_eq!(c.provider.unwrap().api_key, "__amazon_bedrock_mantle_iam__");
     let p = Provider::new(
         "{ discovery: { enabled: false } }",
         "",

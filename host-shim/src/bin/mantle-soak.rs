@@ -45,6 +45,17 @@ struct Args {
     /// Seconds between reports.
     #[arg(long, default_value_t = 10)]
     every: u64,
+    /// Percent of streams that get an upstream fault (the rest stream normally).
+    #[arg(long, default_value_t = 70)]
+    faults: u64,
+    /// Stream from this OpenAI-compatible base URL (e.g. a `mantle-mock-server` in another
+    /// process, so RSS is the host and plugin alone) instead of an in-process local server;
+    /// no faults are injected then.
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Percent of streams the host cancels or drops mid-way.
+    #[arg(long, default_value_t = 15)]
+    host_aborts: u64,
 }
 
 /// A tiny xorshift generator (no dependency; reproducible per thread).
@@ -71,15 +82,19 @@ fn outcome_label(kind: EventKind, json: &serde_json::Value) -> String {
     }
 }
 
-/// Queues a random fault for the next stream on `route` (or nothing: the default echo stream).
-fn inject(server: &MockMantle, route: Route, model: &str, rng: &mut Rng) {
+/// Queues a random fault for the next stream on `route` (or nothing: the default echo stream),
+/// for `percent` of the calls.
+fn inject(server: &MockMantle, route: Route, model: &str, rng: &mut Rng, percent: u64) {
+    if rng.below(100) >= percent {
+        return;
+    }
     let text = "soak text ".repeat(20);
     let valid = match route {
         Route::AnthropicMessages => anthropic_text_stream(model, &text, 16),
         _ => openai_text_stream(model, &text, 16),
     };
     let opening: Vec<Step> = valid.iter().take(3).cloned().collect();
-    let reply = match rng.below(10) {
+    let reply = match rng.below(7) {
         0 => Reply::Status {
             status: 429,
             body: json!({"error": {"message": "slow down"}}).to_string(),
@@ -96,8 +111,7 @@ fn inject(server: &MockMantle, route: Route, model: &str, rng: &mut Rng) {
             .concat(),
         ),
         5 => Reply::sse([opening, vec![Step::Bytes(b"data: {oops\n\n".to_vec())]].concat()),
-        6 => Reply::sse(opening),
-        _ => return,
+        _ => Reply::sse(opening),
     };
     server.push(route, reply);
 }
@@ -110,6 +124,49 @@ fn rss_kib() -> u64 {
                 .find(|l| l.starts_with("VmRSS:"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
+        .unwrap_or(0)
+}
+
+/// glibc's `struct mallinfo2` (all arenas of the process).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[repr(C)]
+struct MallInfo2 {
+    arena: usize,
+    ordblks: usize,
+    smblks: usize,
+    hblks: usize,
+    hblkhd: usize,
+    usmblks: usize,
+    fsmblks: usize,
+    uordblks: usize,
+    fordblks: usize,
+    keepcost: usize,
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" {
+    fn mallinfo2() -> MallInfo2;
+}
+
+/// Bytes the allocator has handed out and not got back (live heap), in KiB: unlike RSS, it
+/// does not include freed memory the allocator keeps, so a leak shows here and fragmentation
+/// does not.
+fn heap_in_use_kib() -> usize {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: glibc >= 2.33 provides mallinfo2; it only reads allocator statistics.
+        let info = unsafe { mallinfo2() };
+        (info.uordblks + info.hblkhd) / 1024
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
         .unwrap_or(0)
 }
 
@@ -139,16 +196,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = Arc::new(MockMantle::start(None).expect("local server"));
-    let cfg = json!({"baseUrl": server.base_url(), "apiKey": "soak-key"}).to_string();
+    let server = match args.base_url {
+        Some(_) => None,
+        None => Some(Arc::new(MockMantle::start(None).expect("local server"))),
+    };
+    let base_url = args
+        .base_url
+        .clone()
+        .or_else(|| server.as_ref().map(|s| s.base_url()))
+        .unwrap_or_default();
+    let cfg = json!({"baseUrl": base_url, "apiKey": "soak-key"}).to_string();
     let provider = Arc::new(plugin.create_provider("", &cfg).expect("provider"));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
     println!(
-        "mantle-soak: {} streams for {} s, plugin {} (RSS and threads are this whole process, local server included)",
+        "mantle-soak: {} streams for {} s, plugin {}, upstream {} (RSS and threads are this whole process{})",
         args.streams,
         args.seconds,
-        path.display()
+        path.display(),
+        base_url,
+        if server.is_some() { ", local server included" } else { "" }
     );
 
     let workers: Vec<_> = (0..args.streams)
@@ -159,6 +226,7 @@ fn main() -> ExitCode {
                 tally.clone(),
                 stop.clone(),
             );
+            let (faults, host_aborts) = (args.faults, args.host_aborts);
             std::thread::spawn(move || {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) * 0x1000_0001);
                 while !stop.load(Ordering::Relaxed) {
@@ -167,7 +235,9 @@ fn main() -> ExitCode {
                     } else {
                         (Route::AnthropicMessages, "anthropic.claude-opus-4-7")
                     };
-                    inject(&server, route, model, &mut rng);
+                    if let Some(server) = &server {
+                        inject(server, route, model, &mut rng, faults);
+                    }
                     let request = json!({
                         "model": model,
                         "messages": [{"role": "user", "content": format!("soak {i}")}],
@@ -182,9 +252,12 @@ fn main() -> ExitCode {
                             continue;
                         }
                     };
-                    // 1 in 10 streams is cancelled by the host after a few events; 1 in 20 is
-                    // dropped (closed) mid-way without reading to the end.
-                    let action = rng.below(20);
+                    // Of the host-aborted streams, two thirds are cancelled after a few events
+                    // and one third is dropped (closed) mid-way without reading to the end.
+                    let action = match rng.below(100) < host_aborts {
+                        true => rng.below(3),
+                        false => 3,
+                    };
                     let mut terminals = 0;
                     let mut label = String::from("dropped");
                     let mut pulled = 0;
@@ -227,15 +300,19 @@ fn main() -> ExitCode {
     let mut next_report = started + Duration::from_secs(args.every);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(200));
-        server.clear_requests(); // the local server's request log is not the plugin's memory
+        if let Some(server) = &server {
+            server.clear_requests(); // the local server's request log is not the plugin's memory
+        }
         if Instant::now() >= next_report {
             next_report += Duration::from_secs(args.every);
             let t = tally.lock().unwrap();
             println!(
-                "t={:>4}s rss={:>7} KiB threads={:>4} streams={:>8} violations={} outcomes={:?}",
+                "t={:>4}s rss={:>7} KiB heap={:>7} KiB threads={:>4} fds={:>4} streams={:>8} violations={} outcomes={:?}",
                 started.elapsed().as_secs(),
                 rss_kib(),
+                heap_in_use_kib(),
                 threads(),
+                open_fds(),
                 t.streams,
                 t.violations,
                 t.outcomes

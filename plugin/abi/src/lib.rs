@@ -258,5 +258,7 @@ mod tests {
         assert!(abi_compatible(ABI_MAJOR, ABI_MINOR + 1));
         assert!(!abi_compatible(ABI_MAJOR + 1, ABI_MINOR));
         assert!(!abi_compatible(ABI_MAJOR - 1, ABI_MINOR));
+        // A plugin older than the host (minor below the host's) lacks entry points it needs.
+        assert!(!abi_compatible(ABI_MAJOR, ABI_MINOR - 1));
     }
 }

@@ -542,6 +542,59 @@ mod tests {
         assert_eq!(tokens.mint_count(), 2);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_refreshes_honour_the_backoff() {
+        let (tokens, clock, scripted) = setup(
+            vec![
+                Ok(creds("AKIDONE", None)),
+                Err("boom"),
+                Err("boom"),
+                Ok(creds("AKIDTWO", None)),
+            ],
+            0,
+        );
+        let calls = || scripted.calls.load(Ordering::SeqCst);
+        async fn wait_calls(tokens: &IamTokens, scripted: &Scripted, n: usize) {
+            for _ in 0..2000 {
+                if scripted.calls.load(Ordering::SeqCst) >= n && !tokens.lock().refreshing {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("expected {n} credential calls");
+        }
+        let first = tokens.token().await.unwrap();
+        clock.advance(Duration::from_secs(3601)); // refresh due, token still valid
+        assert_eq!(tokens.token().await.unwrap().token, first.token);
+        wait_calls(&tokens, &scripted, 2).await; // the background refresh ran and failed
+        assert_eq!(tokens.retry_not_before(), Some(clock.now() + FIRST_BACKOFF));
+        for _ in 0..50 {
+            assert_eq!(tokens.token().await.unwrap().token, first.token);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(calls(), 2, "no refresh before the backoff passed");
+        clock.advance(FIRST_BACKOFF);
+        tokens.token().await.unwrap();
+        wait_calls(&tokens, &scripted, 3).await; // second failure: the backoff doubles
+        assert_eq!(
+            tokens.retry_not_before(),
+            Some(clock.now() + FIRST_BACKOFF * 2)
+        );
+        clock.advance(FIRST_BACKOFF);
+        tokens.token().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(calls(), 3, "still inside the doubled backoff");
+        clock.advance(FIRST_BACKOFF);
+        tokens.token().await.unwrap();
+        wait_calls(&tokens, &scripted, 4).await;
+        assert_eq!(
+            tokens.retry_not_before(),
+            None,
+            "a success clears the backoff"
+        );
+        assert_eq!(tokens.token().await.unwrap().identity, "AKIDTWO");
+    }
+
     #[tokio::test]
     async fn expired_token_is_never_served() {
         let (tokens, clock, _) = setup(vec![Ok(creds("AKIDONE", None)), Err("down")], 0);

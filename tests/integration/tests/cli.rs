@@ -189,7 +189,39 @@ fn chat_reports_an_upstream_error_with_its_classification() {
     let run = mantle(&config, &["chat", "--model", "openai.gpt-oss-120b", "hi"]);
     assert!(!run.ok);
     assert!(
-        run.stderr.contains("bad tool schema") && run.stderr.contains("status=400"),
+        run.stderr.contains(
+            "stream failed: upstream HTTP 400: bad tool schema (kind=bad_request, status=400, retryable=false)"
+        ),
+        "{}",
+        run.stderr
+    );
+    // A 429 whose text says "tokens ... exceeded" is still a rate limit (the status decides).
+    server.push(
+        Route::ChatCompletions,
+        Reply::status(
+            429,
+            r#"{"error":{"message":"max tokens per minute exceeded"}}"#,
+        ),
+    );
+    server.push(
+        Route::ChatCompletions,
+        Reply::status(
+            429,
+            r#"{"error":{"message":"max tokens per minute exceeded"}}"#,
+        ),
+    );
+    server.push(
+        Route::ChatCompletions,
+        Reply::status(
+            429,
+            r#"{"error":{"message":"max tokens per minute exceeded"}}"#,
+        ),
+    );
+    let run = mantle(&config, &["chat", "--model", "openai.gpt-oss-120b", "hi"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr
+            .contains("(kind=rate_limit, status=429, retryable=true)"),
         "{}",
         run.stderr
     );

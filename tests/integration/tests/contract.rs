@@ -1,0 +1,246 @@
+//! Contract clauses of spec §4–§6 on the stream path that had no test: routing by the
+//! provider's and a row's `api`, provider and model `headers` on stream requests, every stop
+//! reason on both routes, the OpenAI in-stream `error` chunk, ids kept exactly as given.
+
+mod common;
+
+use common::*;
+use mantle_host_shim::EventKind;
+use mantle_mock_server::{anthropic_event, sse_data, MockMantle, Reply, Route, Step};
+use serde_json::{json, Value};
+
+fn provider_with(server: &MockMantle, extra: Value) -> mantle_host_shim::Provider {
+    let mut cfg = json!({"baseUrl": server.base_url(), "apiKey": "k"});
+    cfg.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    plugin().create_provider("", &cfg.to_string()).unwrap()
+}
+
+fn done_reason(events: &[mantle_host_shim::Event]) -> String {
+    let t = terminal(events);
+    assert_eq!(t.kind, EventKind::Done, "{events:?}");
+    t.value()["stop_reason"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_providers_api_and_a_rows_api_choose_the_route() {
+    let server = MockMantle::start(None).unwrap();
+    // Provider-level api: every model without its own goes to the Anthropic route.
+    let p = provider_with(
+        &server,
+        json!({"api": "anthropic-messages", "models": [
+            {"id": "plain.model"},
+            {"id": "pinned.model", "api": "openai-completions"},
+        ]}),
+    );
+    for (model, path) in [
+        ("plain.model", "/anthropic/v1/messages"),
+        ("pinned.model", "/v1/chat/completions"),
+    ] {
+        server.clear_requests();
+        let events = run_stream(&p, &request(model, "route"));
+        assert_eq!(text_of(&events), "echo: route", "{model}");
+        assert_eq!(server.requests().len(), 1, "{model}");
+        assert_eq!(server.requests()[0].path, path, "{model}");
+        assert_eq!(server.requests()[0].json()["model"], model, "{model}");
+    }
+    // Row-level api without a provider api: a Claude-named row pinned to chat completions, and
+    // an arbitrary row pinned to the Anthropic route.
+    let p = provider_with(
+        &server,
+        json!({"models": [
+            {"id": "anthropic.claude-opus-5", "api": "openai-completions"},
+            {"id": "some.model", "api": "anthropic-messages"},
+            {"id": "other.model"},
+        ]}),
+    );
+    for (model, path) in [
+        ("anthropic.claude-opus-5", "/v1/chat/completions"),
+        ("some.model", "/anthropic/v1/messages"),
+        ("other.model", "/v1/chat/completions"),
+    ] {
+        server.clear_requests();
+        run_stream(&p, &request(model, "route"));
+        assert_eq!(server.requests()[0].path, path, "{model}");
+    }
+}
+
+#[test]
+fn provider_and_model_headers_reach_stream_requests_in_order() {
+    let server = MockMantle::start(None).unwrap();
+    let p = provider_with(
+        &server,
+        json!({
+            "headers": {"x-provider": "p", "x-shared": "from-provider", "authorization": "Bearer evil"},
+            "models": [
+                {"id": "openai.gpt-oss-120b", "headers": {"x-model": "m", "x-shared": "from-model"}},
+                {"id": "anthropic.claude-opus-5", "api": "anthropic-messages",
+                 "headers": {"x-model": "m", "x-shared": "from-model", "anthropic-version": "2099-01-01"}},
+            ],
+        }),
+    );
+    for (model, path) in [
+        ("openai.gpt-oss-120b", "/v1/chat/completions"),
+        ("anthropic.claude-opus-5", "/anthropic/v1/messages"),
+    ] {
+        server.clear_requests();
+        let mut req = request(model, "h");
+        req["headers"] = json!({"x-shared": "from-caller"});
+        run_stream(&p, &req);
+        let sent = &server.requests_to(path)[0];
+        assert_eq!(sent.header("x-provider"), Some("p"), "{model}");
+        assert_eq!(sent.header("x-model"), Some("m"), "{model}");
+        assert_eq!(
+            sent.header("x-shared"),
+            Some("from-caller"),
+            "later wins: {model}"
+        );
+        assert_eq!(
+            sent.header("authorization"),
+            Some("Bearer k"),
+            "never overridden: {model}"
+        );
+    }
+    // The model's headers come after the fixed Anthropic ones and win over them.
+    let sent = &server.requests_to("/anthropic/v1/messages")[0];
+    assert_eq!(sent.header("anthropic-version"), Some("2099-01-01"));
+    assert_eq!(
+        sent.header("anthropic-beta"),
+        Some("fine-grained-tool-streaming-2025-05-14")
+    );
+    assert_eq!(sent.header("accept"), Some("application/json"));
+}
+
+#[test]
+fn every_stop_reason_on_both_routes() {
+    let server = MockMantle::start(None).unwrap();
+    let p = provider_with(&server, json!({}));
+    let openai = |finish: &str| {
+        vec![
+            sse_data(&json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}}]})),
+            sse_data(
+                &json!({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}),
+            ),
+            Step::Bytes(b"data: [DONE]\n\n".to_vec()),
+        ]
+    };
+    for (finish, expected) in [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("tool_calls", "tool_use"),
+        ("content_filter", "content_filter"),
+        ("something_new", "other"),
+    ] {
+        server.push(Route::ChatCompletions, Reply::sse(openai(finish)));
+        let events = run_stream(&p, &request("openai.gpt-oss-120b", "x"));
+        assert_eq!(done_reason(&events), expected, "openai {finish}");
+    }
+    let anthropic = |stop: &str| {
+        vec![
+            anthropic_event(
+                "message_start",
+                &json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}}),
+            ),
+            anthropic_event(
+                "message_delta",
+                &json!({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 1}}),
+            ),
+            anthropic_event("message_stop", &json!({"type": "message_stop"})),
+        ]
+    };
+    for (stop, expected) in [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("tool_use", "tool_use"),
+        ("refusal", "content_filter"),
+        ("something_new", "other"),
+    ] {
+        server.push(Route::AnthropicMessages, Reply::sse(anthropic(stop)));
+        let events = run_stream(&p, &request("anthropic.claude-opus-5", "x"));
+        assert_eq!(done_reason(&events), expected, "anthropic {stop}");
+    }
+}
+
+#[test]
+fn an_openai_in_stream_error_chunk_is_a_classified_error_event() {
+    let server = MockMantle::start(None).unwrap();
+    let p = provider_with(&server, json!({}));
+    for (message, kind, retryable) in [
+        ("rate_limit_exceeded: slow down", "rate_limit", true),
+        (
+            "Rate limit reached (no pattern matches a space)",
+            "internal",
+            false,
+        ),
+        ("The server is overloaded", "overloaded", true),
+        (
+            "context_length_exceeded: too long",
+            "context_overflow",
+            false,
+        ),
+        ("something odd happened", "internal", false),
+    ] {
+        server.push(
+            Route::ChatCompletions,
+            Reply::sse(vec![
+                sse_data(
+                    &json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "par"}}]}),
+                ),
+                sse_data(&json!({"error": {"message": message, "type": "server_error"}})),
+            ]),
+        );
+        let events = run_stream(&p, &request("openai.gpt-oss-120b", "x"));
+        assert_eq!(text_of(&events), "par", "{message}");
+        let t = terminal(&events);
+        assert_eq!(t.kind, EventKind::Error);
+        let v = t.value();
+        assert_eq!(
+            (
+                v["kind"].as_str(),
+                v["retryable"].as_bool(),
+                v["message"].as_str()
+            ),
+            (Some(kind), Some(retryable), Some(message)),
+            "{message}"
+        );
+        assert!(
+            v.get("status").is_none(),
+            "no HTTP status for an in-stream error"
+        );
+    }
+}
+
+#[test]
+fn ids_are_kept_exactly_as_given() {
+    let server = MockMantle::start(None).unwrap();
+    let odd = [
+        "Mixed.Case-Model",
+        "vendor.model:v1:0",
+        " spaced.model",
+        "a/b.model",
+    ];
+    server.set_models(odd.iter().map(|id| json!({"id": id})).collect());
+    let p = provider_with(&server, json!({}));
+    let catalog = p.catalog().unwrap();
+    let ids: Vec<&str> = catalog["provider"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .filter(|id| !id.starts_with("anthropic."))
+        .collect();
+    let mut expected = odd.to_vec();
+    expected.sort_unstable();
+    assert_eq!(
+        ids, expected,
+        "kept as given (case, colons, spaces), sorted"
+    );
+    for id in ["Mixed.Case-Model", "vendor.model:v1:0"] {
+        server.clear_requests();
+        run_stream(&p, &request(id, "x"));
+        assert_eq!(server.requests()[0].json()["model"], id);
+    }
+}
