@@ -228,7 +228,7 @@ fn main() -> ExitCode {
             );
             let (faults, host_aborts) = (args.faults, args.host_aborts);
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) * 0x1000_0001);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x1000_0001));
                 while !stop.load(Ordering::Relaxed) {
                     let (route, model) = if rng.below(2) == 0 {
                         (Route::ChatCompletions, "openai.gpt-oss-120b")
