@@ -316,6 +316,15 @@ fn budget_for(level: ReasoningLevel) -> u64 {
     }
 }
 
+/// True when the canonical `tool_choice` forces a tool call (`"required"` or a named function).
+fn forces_tool_use(req: &CanonicalRequest) -> bool {
+    match req.body.get("tool_choice") {
+        Some(Value::String(s)) => s == "required",
+        Some(Value::Object(o)) => o.contains_key("function"),
+        _ => false,
+    }
+}
+
 /// `(max_tokens, thinking)` for a Claude request.
 pub fn claude_limits(req: &CanonicalRequest, model: &ModelRow) -> (u64, Thinking) {
     let family = ClaudeFamily::of(&model.id);
@@ -328,6 +337,11 @@ pub fn claude_limits(req: &CanonicalRequest, model: &ModelRow) -> (u64, Thinking
     let Some(level) = effective_level(family, req.reasoning) else {
         return (base, Thinking::None);
     };
+    if forces_tool_use(req) {
+        // Anthropic refuses thinking with a forced tool choice; the caller's explicit tool
+        // choice wins over the reasoning level.
+        return (base, Thinking::None);
+    }
     if family.adaptive() {
         let effort = match (family, level) {
             (
@@ -389,14 +403,22 @@ pub fn anthropic_body(req: &CanonicalRequest, model: &ModelRow) -> Value {
             );
         }
     }
+    // With thinking on, Anthropic takes only temperature 1 and top_p from 0.95 to 1: other
+    // values are dropped rather than refused upstream.
+    let thinking_on = body.contains_key("thinking");
     if let Some(t) = req
         .body
         .get("temperature")
         .filter(|_| !family.rejects_temperature())
+        .filter(|t| !thinking_on || t.as_f64() == Some(1.0))
     {
         body.insert("temperature".into(), t.clone());
     }
-    if let Some(p) = req.body.get("top_p") {
+    if let Some(p) = req
+        .body
+        .get("top_p")
+        .filter(|p| !thinking_on || p.as_f64().is_some_and(|p| p >= 0.95))
+    {
         body.insert("top_p".into(), p.clone());
     }
     match req.body.get("stop") {

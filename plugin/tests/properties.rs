@@ -184,13 +184,22 @@ proptest! {
         budget in prop_oneof![Just(None), (0u64..200_000).prop_map(Some), Just(Some(u64::MAX))],
         level in prop::sample::select(vec![None, Some("off"), Some("minimal"), Some("low"), Some("medium"), Some("high"), Some("xhigh"), Some("max")]),
         model_max in 1u64..300_000,
+        temperature in proptest::option::of(prop_oneof![Just(1.0f64), 0.0f64..1.0]),
+        top_p in proptest::option::of(prop_oneof![Just(1.0f64), 0.0f64..1.0]),
+        tool_choice in proptest::option::of(prop::sample::select(vec![
+            json!("auto"), json!("none"), json!("required"), json!({"type": "function", "function": {"name": "f"}}),
+        ])),
         id in prop::sample::select(vec![
             "anthropic.claude-opus-4-1", "anthropic.claude-sonnet-4-5", "anthropic.claude-opus-4-7",
             "anthropic.claude-opus-5", "anthropic.claude-sonnet-5", "anthropic.claude-mythos-5",
             "anthropic.claude-mythos-preview", "anthropic.claude-haiku-4-5",
         ]),
     ) {
-        let mut body = json!({"model": id, "messages": [{"role": "user", "content": "x"}]});
+        let mut body = json!({"model": id, "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]});
+        if let Some(t) = temperature { body["temperature"] = json!(t); }
+        if let Some(t) = top_p { body["top_p"] = json!(t); }
+        if let Some(c) = tool_choice { body["tool_choice"] = c; }
         if let Some(m) = max_tokens { body["max_tokens"] = json!(m); }
         if let Some(b) = budget { body["reasoning_budget"] = json!(b); }
         if let Some(l) = level { body["reasoning"] = json!(l); }
@@ -214,6 +223,13 @@ proptest! {
                 prop_assert!(translated["output_config"]["effort"].is_string());
             }
             Thinking::None => prop_assert!(translated.get("thinking").is_none()),
+        }
+        // What the Messages API refuses next to thinking never goes out with it.
+        if translated.get("thinking").is_some() {
+            prop_assert!(translated.get("temperature").is_none_or(|t| t == &json!(1.0)), "{}", translated);
+            prop_assert!(translated.get("top_p").is_none_or(|p| p.as_f64().unwrap() >= 0.95), "{}", translated);
+            let forced = ["any", "tool"].contains(&translated["tool_choice"]["type"].as_str().unwrap_or(""));
+            prop_assert!(!forced, "{}", translated);
         }
     }
 }

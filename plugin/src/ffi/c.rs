@@ -901,7 +901,14 @@ mod tests {
         );
         let slot = Arc::downgrade(&super::super::stream_slot(stream).unwrap());
 
-        let waiter = std::thread::spawn(move || (pull(stream, 60_000), pull(stream, 0)));
+        // The waiter retries while the main thread's own probing pull happens to hold the
+        // stream (either thread may be the one refused); once in, it waits up to 60 s.
+        let waiter = std::thread::spawn(move || loop {
+            match pull(stream, 60_000) {
+                Err(e) if e.contains("another thread") => std::thread::yield_now(),
+                first => break (first, pull(stream, 0)),
+            }
+        });
         let busy = loop {
             match pull(stream, 0) {
                 Err(e) => break e,

@@ -408,11 +408,16 @@ async fn emit_error(queue: &EventQueue, req: &UpstreamRequest, mut e: StreamErro
         .await;
 }
 
+/// Tokens shorter than this are not scrubbed: they cannot be told apart from ordinary text
+/// (a one-letter test key would redact every such letter of a message). Real bearer tokens are
+/// hundreds of characters.
+pub const MIN_SCRUBBED_TOKEN_LEN: usize = 8;
+
 /// `text` with every occurrence of the bearer token replaced by `<redacted>` (an upstream may
 /// echo the `Authorization` header back in an error body).
 pub fn scrub(text: &str, token: &Secret) -> String {
     let secret = token.expose();
-    if secret.is_empty() || !text.contains(secret) {
+    if secret.len() < MIN_SCRUBBED_TOKEN_LEN || !text.contains(secret) {
         return text.to_string();
     }
     text.replace(secret, "<redacted>")
@@ -421,6 +426,24 @@ pub fn scrub(text: &str, token: &Secret) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrub_replaces_the_token_and_leaves_short_keys_alone() {
+        let token = Secret::new("bedrock-api-key-abcdef");
+        assert_eq!(
+            scrub(
+                "echoed bedrock-api-key-abcdef twice: bedrock-api-key-abcdef",
+                &token
+            ),
+            "echoed <redacted> twice: <redacted>"
+        );
+        // Failed before the fix: a one-letter key turned "thinking" into "thin<redacted>ing".
+        let short = Secret::new("k");
+        assert_eq!(
+            scrub("when thinking is enabled", &short),
+            "when thinking is enabled"
+        );
+    }
 
     #[test]
     fn retry_delay_bounds() {

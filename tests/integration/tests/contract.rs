@@ -244,3 +244,58 @@ fn ids_are_kept_exactly_as_given() {
         assert_eq!(server.requests()[0].json()["model"], id);
     }
 }
+
+#[test]
+fn budget_thinking_requests_are_valid_for_the_messages_api() {
+    // The local server refuses what the Anthropic API refuses: with thinking on, `temperature`
+    // other than 1, `top_p` below 0.95 and a forced tool choice.
+    let server = MockMantle::start(None).unwrap();
+    let p = provider_with(
+        &server,
+        json!({"models": [{"id": "anthropic.claude-opus-4-1", "api": "anthropic-messages", "maxTokens": 32000}]}),
+    );
+    let tools =
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    let mut req = request("anthropic.claude-opus-4-1", "think");
+    req["reasoning"] = json!("high");
+    req["temperature"] = json!(0.3);
+    req["top_p"] = json!(0.5);
+    req["tools"] = tools.clone();
+    req["tool_choice"] = json!("auto");
+    let events = run_stream(&p, &req);
+    assert_eq!(text_of(&events), "echo: think", "{events:?}");
+    let body = server.requests_to("/anthropic/v1/messages")[0].json();
+    assert_eq!(
+        body["thinking"],
+        json!({"type": "enabled", "budget_tokens": 16384})
+    );
+    assert_eq!(body["max_tokens"], 32000);
+    assert!(body.get("temperature").is_none(), "{body}");
+    assert!(body.get("top_p").is_none(), "{body}");
+
+    // A forced tool choice wins over thinking: the caller asked for that tool call.
+    server.clear_requests();
+    req["tool_choice"] = json!("required");
+    let events = run_stream(&p, &req);
+    assert_eq!(text_of(&events), "echo: think", "{events:?}");
+    let body = server.requests_to("/anthropic/v1/messages")[0].json();
+    assert!(body.get("thinking").is_none(), "{body}");
+    assert_eq!(body["tool_choice"], json!({"type": "any"}));
+    assert_eq!(
+        body["temperature"],
+        json!(0.3),
+        "no thinking: sampling is the caller's"
+    );
+
+    // Without reasoning the caller's sampling is passed through.
+    server.clear_requests();
+    let mut req = request("anthropic.claude-opus-4-1", "plain");
+    req["temperature"] = json!(0.3);
+    req["top_p"] = json!(0.5);
+    run_stream(&p, &req);
+    let body = server.requests_to("/anthropic/v1/messages")[0].json();
+    assert_eq!(
+        (body["temperature"].clone(), body["top_p"].clone()),
+        (json!(0.3), json!(0.5))
+    );
+}

@@ -92,10 +92,13 @@ fn a_second_puller_is_refused_and_closing_the_provider_wakes_the_first_with_one_
     }
     assert_eq!(seen, [EventKind::Start, EventKind::TextDelta]);
 
-    let waiter = std::thread::spawn(move || {
-        let first = raw::next(stream, 60_000);
-        let after = raw::next(stream, 0);
-        (first, after)
+    // The waiter retries while the main thread's own probing pull happens to hold the stream
+    // (either thread may be the one refused); once in, it waits up to 60 s.
+    let waiter = std::thread::spawn(move || loop {
+        match raw::next(stream, 60_000) {
+            Err(e) if e.code == ErrorCode::InvalidArgument => std::thread::yield_now(),
+            first => break (first, raw::next(stream, 0)),
+        }
     });
     // Another thread's pull is refused while the waiter is inside its pull (no sleeps: try until
     // the waiter is in; the waiter's 60 s timeout is far beyond this loop's 10 s).

@@ -12,6 +12,7 @@
 
 pub mod ecs;
 pub mod testkit;
+pub mod validate;
 
 use std::{
     collections::VecDeque,
@@ -382,6 +383,9 @@ async fn handle(
     if let Some(rejection) = check_auth(&inner, &recorded) {
         return rejection;
     }
+    if let Some(rejection) = check_body(route, &recorded.body) {
+        return rejection;
+    }
 
     let reply = match next_script(&inner, route) {
         Some(reply) => reply,
@@ -412,6 +416,29 @@ fn check_auth(inner: &Inner, req: &RecordedRequest) -> Option<Response> {
         401,
         &json!({"error": {"message": why, "type": "authentication_error"}}).to_string(),
     ))
+}
+
+/// Validates a request body like the real API does (see [`validate`]): a 400 in the surface's
+/// own error shape, naming the field.
+fn check_body(route: Route, body: &[u8]) -> Option<Response> {
+    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    let verdict = match (&parsed, route) {
+        (_, Route::Models) => return None,
+        (Err(e), _) => Err(validate::Invalid {
+            param: "body".into(),
+            message: format!("the request body is not valid JSON: {e}"),
+        }),
+        (Ok(v), Route::ChatCompletions) => validate::chat_completions(v),
+        (Ok(v), Route::AnthropicMessages) => validate::anthropic_messages(v),
+    };
+    let invalid = verdict.err()?;
+    let body = match route {
+        Route::AnthropicMessages => json!({"type": "error", "error": {
+            "type": "invalid_request_error", "message": invalid.message}}),
+        _ => json!({"error": {"message": invalid.message, "type": "invalid_request_error",
+            "param": invalid.param, "code": null}}),
+    };
+    Some(plain(400, &body.to_string()))
 }
 
 fn plain(status: u16, body: &str) -> Response {
