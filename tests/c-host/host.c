@@ -140,9 +140,18 @@ static void error_paths(uint64_t provider) {
   r = p_mantle_stream_start(provider, "{\"model\": 5}", &id);
   CHECK(r == MANTLE_INVALID_ARGUMENT && strstr(p_mantle_last_error(), "model"),
         "malformed request -> %s", p_mantle_result_name(r));
+  {
+    /* 20,000 levels of nesting: refused by a flat scan before any parser recurses. */
+    static char deep[20000 + 8];
+    memset(deep, '[', 20000);
+    deep[20000] = '\0';
+    r = p_mantle_provider_create("", deep, &id);
+    CHECK(r == MANTLE_INVALID_CONFIG && strstr(p_mantle_last_error(), "limit of 64"),
+          "20,000-deep config -> %s", p_mantle_result_name(r));
+  }
   r = p_mantle_provider_close(424242);
   CHECK(r == MANTLE_INVALID_HANDLE, "unknown provider -> %s", p_mantle_result_name(r));
-  printf("error paths: ok\n");
+  printf("error paths: %s\n", failures ? "FAILED" : "ok");
 }
 
 /* Same major, and at least the minor this host was compiled against. */
@@ -229,7 +238,7 @@ int main(int argc, char **argv) {
   }
   CHECK(saw_cancelled, "a cancelled stream ends with a cancelled error event");
   p_mantle_stream_free(stream);
-  printf("cancel: ok\n");
+  printf("cancel: %s\n", failures ? "FAILED" : "ok");
 
   error_paths(provider);
 

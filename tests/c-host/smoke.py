@@ -153,7 +153,9 @@ def main():
     r = lib.mantle_provider_create(b"", b"{regoin: 'x'}", C.byref(other))
     check(r == MANTLE_INVALID_CONFIG and b"regoin" in lib.mantle_last_error(), "unknown key")
     check(lib.mantle_result_name(r) == b"MANTLE_INVALID_CONFIG", "result names")
-    print("error paths: ok")
+    r = lib.mantle_provider_create(b"", b"[" * 20000, C.byref(other))
+    check(r == MANTLE_INVALID_CONFIG and b"limit of 64" in lib.mantle_last_error(), "deep config")
+    print("error paths: " + ("FAILED" if failures else "ok"))
 
     check(lib.mantle_provider_close(provider) == MANTLE_OK, "provider_close", lib)
     check(lib.mantle_provider_close(provider) == MANTLE_INVALID_HANDLE, "double close")
