@@ -79,168 +79,116 @@ fn status_times(status: u16, n: usize, retry_after: Option<&str>) -> Vec<Reply> 
         .collect()
 }
 
+/// A fault's expected end: terminal kind, HTTP status, requests sent, a piece of the message.
+const fn expect(
+    kind: &'static str,
+    status: Option<u16>,
+    requests: usize,
+    message: &'static str,
+) -> Expect {
+    Expect {
+        kind,
+        status,
+        requests,
+        message,
+    }
+}
+
+/// The stream's opening events, then `bytes`.
+fn opening_then(route: Route, model: &str, bytes: &[u8]) -> Vec<Reply> {
+    with(opening(route, model), vec![Step::Bytes(bytes.to_vec())])
+}
+
+fn fault(name: &'static str, replies: fn(Route, &str) -> Vec<Reply>, expect: Expect) -> Fault {
+    Fault {
+        name,
+        replies,
+        expect,
+    }
+}
+
 fn faults() -> Vec<Fault> {
+    let once = 1;
     vec![
-        Fault {
-            name: "429 with retry-after",
-            replies: |_, _| status_times(429, 3, Some("0")),
-            expect: Expect {
-                kind: "rate_limit",
-                status: Some(429),
-                requests: 3,
-                message: "upstream HTTP 429",
-            },
-        },
-        Fault {
-            name: "429 without retry-after",
-            replies: |_, _| status_times(429, 3, None),
-            expect: Expect {
-                kind: "rate_limit",
-                status: Some(429),
-                requests: 3,
-                message: "upstream HTTP 429",
-            },
-        },
-        Fault {
-            name: "500",
-            replies: |_, _| status_times(500, 3, Some("0")),
-            expect: Expect {
-                kind: "internal",
-                status: Some(500),
-                requests: 3,
-                message: "upstream HTTP 500",
-            },
-        },
-        Fault {
-            name: "503",
-            replies: |_, _| status_times(503, 3, Some("0")),
-            expect: Expect {
-                kind: "overloaded",
-                status: Some(503),
-                requests: 3,
-                message: "upstream HTTP 503",
-            },
-        },
-        Fault {
-            name: "stall before headers (not retried: the request was sent)",
-            replies: |r, m| {
+        fault(
+            "429 with retry-after",
+            |_, _| status_times(429, 3, Some("0")),
+            expect("rate_limit", Some(429), 3, "upstream HTTP 429"),
+        ),
+        fault(
+            "429 without retry-after",
+            |_, _| status_times(429, 3, None),
+            expect("rate_limit", Some(429), 3, "upstream HTTP 429"),
+        ),
+        fault(
+            "500",
+            |_, _| status_times(500, 3, Some("0")),
+            expect("internal", Some(500), 3, "upstream HTTP 500"),
+        ),
+        fault(
+            "503",
+            |_, _| status_times(503, 3, Some("0")),
+            expect("overloaded", Some(503), 3, "upstream HTTP 503"),
+        ),
+        fault(
+            "stall before headers (not retried: the request was sent)",
+            |r, m| {
                 vec![Reply::Delayed(
                     Duration::from_secs(30),
                     Box::new(Reply::sse(valid_stream(r, m))),
                 )]
             },
-            expect: Expect {
-                kind: "timeout",
-                status: None,
-                requests: 1,
-                message: "no response within 300 ms",
-            },
-        },
-        Fault {
-            name: "stall mid-body",
-            replies: |r, m| with(opening(r, m), vec![Step::Stall]),
-            expect: Expect {
-                kind: "timeout",
-                status: None,
-                requests: 1,
-                message: "no data for 300 ms",
-            },
-        },
-        Fault {
-            name: "disconnect mid-body",
-            replies: |r, m| {
+            expect("timeout", None, once, "no response within 300 ms"),
+        ),
+        fault(
+            "stall mid-body",
+            |r, m| with(opening(r, m), vec![Step::Stall]),
+            expect("timeout", None, once, "no data for 300 ms"),
+        ),
+        fault(
+            "disconnect mid-body",
+            |r, m| {
                 with(
                     opening(r, m),
                     vec![Step::Sleep(Duration::from_millis(100)), Step::Disconnect],
                 )
             },
-            expect: Expect {
-                kind: "network",
-                status: None,
-                requests: 1,
-                message: "stream interrupted",
-            },
-        },
-        Fault {
-            name: "malformed SSE data",
-            replies: |r, m| {
-                with(
-                    opening(r, m),
-                    vec![Step::Bytes(
-                        b"event: content_block_delta\ndata: {not json}\n\n".to_vec(),
-                    )],
+            expect("network", None, once, "stream interrupted"),
+        ),
+        fault(
+            "malformed SSE data",
+            |r, m| opening_then(r, m, b"event: content_block_delta\ndata: {not json}\n\n"),
+            expect("protocol", None, once, "malformed"),
+        ),
+        fault(
+            "oversized line",
+            |r, m| opening_then(r, m, &[b'a'; 1024 * 1024 + 1]),
+            expect("protocol", None, once, "exceeds 1048576 bytes"),
+        ),
+        fault(
+            "invalid UTF-8",
+            |r, m| opening_then(r, m, b"data: {\"x\": \"\xff\"}\n\n"),
+            expect("protocol", None, once, "not valid UTF-8"),
+        ),
+        fault(
+            "truncated JSON at the end of the body",
+            |r, m| {
+                opening_then(
+                    r,
+                    m,
+                    b"event: content_block_delta\ndata: {\"type\":\"content_bl",
                 )
             },
-            expect: Expect {
-                kind: "protocol",
-                status: None,
-                requests: 1,
-                message: "malformed",
-            },
-        },
-        Fault {
-            name: "oversized line",
-            replies: |r, m| {
-                with(
-                    opening(r, m),
-                    vec![Step::Bytes(vec![b'a'; 1024 * 1024 + 1])],
-                )
-            },
-            expect: Expect {
-                kind: "protocol",
-                status: None,
-                requests: 1,
-                message: "exceeds 1048576 bytes",
-            },
-        },
-        Fault {
-            name: "invalid UTF-8",
-            replies: |r, m| {
-                with(
-                    opening(r, m),
-                    vec![Step::Bytes(b"data: {\"x\": \"\xff\"}\n\n".to_vec())],
-                )
-            },
-            expect: Expect {
-                kind: "protocol",
-                status: None,
-                requests: 1,
-                message: "not valid UTF-8",
-            },
-        },
-        Fault {
-            name: "truncated JSON at the end of the body",
-            replies: |r, m| {
-                with(
-                    opening(r, m),
-                    vec![Step::Bytes(
-                        b"event: content_block_delta\ndata: {\"type\":\"content_bl".to_vec(),
-                    )],
-                )
-            },
-            expect: Expect {
-                kind: "protocol",
-                status: None,
-                requests: 1,
-                message: "malformed",
-            },
-        },
-        Fault {
-            name: "deeply nested JSON event",
-            replies: |r, m| {
-                let deep = format!("data: {}\n\n", "[".repeat(10_000));
-                with(opening(r, m), vec![Step::Bytes(deep.into_bytes())])
-            },
-            expect: Expect {
-                kind: "protocol",
-                status: None,
-                requests: 1,
-                message: "limit of 64",
-            },
-        },
-        Fault {
-            name: "events after the terminal one",
-            replies: |r, m| {
+            expect("protocol", None, once, "malformed"),
+        ),
+        fault(
+            "deeply nested JSON event",
+            |r, m| opening_then(r, m, format!("data: {}\n\n", "[".repeat(10_000)).as_bytes()),
+            expect("protocol", None, once, "limit of 64"),
+        ),
+        fault(
+            "events after the terminal one",
+            |r, m| {
                 let extra = match r {
                     Route::AnthropicMessages => anthropic_event(
                         "content_block_delta",
@@ -252,23 +200,13 @@ fn faults() -> Vec<Fault> {
                 };
                 with(valid_stream(r, m), vec![extra.clone(), extra])
             },
-            expect: Expect {
-                kind: "done",
-                status: None,
-                requests: 1,
-                message: "",
-            },
-        },
-        Fault {
-            name: "body ends without a terminal event",
-            replies: |r, m| vec![Reply::sse(opening(r, m))],
-            expect: Expect {
-                kind: "network",
-                status: None,
-                requests: 1,
-                message: "closed the stream before",
-            },
-        },
+            expect("done", None, once, ""),
+        ),
+        fault(
+            "body ends without a terminal event",
+            |r, m| vec![Reply::sse(opening(r, m))],
+            expect("network", None, once, "closed the stream before"),
+        ),
     ]
 }
 

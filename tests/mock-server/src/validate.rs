@@ -383,14 +383,11 @@ pub fn anthropic_messages(body: &Value) -> Check {
     let Some(obj) = body.as_object() else {
         return Err(invalid("body", "the request body must be a JSON object"));
     };
-    match obj.keys().find(|k| !MESSAGES_FIELDS.contains(&k.as_str())) {
-        Some(k) => {
-            return Err(invalid(
-                k.clone(),
-                format!("{k}: Extra inputs are not permitted"),
-            ))
-        }
-        None => {}
+    if let Some(k) = obj.keys().find(|k| !MESSAGES_FIELDS.contains(&k.as_str())) {
+        return Err(invalid(
+            k.clone(),
+            format!("{k}: Extra inputs are not permitted"),
+        ));
     }
     let model = obj
         .get("model")
