@@ -437,7 +437,7 @@ mod tests {
             ),
             "echoed <redacted> twice: <redacted>"
         );
-        // Failed before the fix: a one-letter key turned "thinking" into "thin<redacted>ing".
+        // A first version of this scrub turned "thinking" into "thin<redacted>ing" for key "k".
         let short = Secret::new("k");
         assert_eq!(
             scrub("when thinking is enabled", &short),
