@@ -241,6 +241,22 @@ mod tests {
         assert_eq!((e.kind, e.retryable), (ErrorKind::RateLimit, true));
         let e = StreamError::from_upstream(Some(404), "no such model");
         assert_eq!((e.kind, e.retryable), (ErrorKind::BadRequest, false));
+        // The bare status when neither it decides nor a pattern matches.
+        for (status, kind, retryable) in [
+            (408, ErrorKind::Timeout, true),
+            (504, ErrorKind::Timeout, true),
+            (400, ErrorKind::BadRequest, false),
+            (404, ErrorKind::BadRequest, false),
+            (413, ErrorKind::BadRequest, false),
+            (422, ErrorKind::BadRequest, false),
+            (409, ErrorKind::Internal, false),
+            (502, ErrorKind::Internal, true),
+        ] {
+            let e = StreamError::from_upstream(Some(status), "no pattern here");
+            assert_eq!((e.kind, e.retryable, e.status), (kind, retryable, Some(status)), "{status}");
+        }
+        let e = StreamError::from_upstream(None, "no pattern here");
+        assert_eq!((e.kind, e.retryable, e.status), (ErrorKind::Internal, false, None));
         let e = StreamError::from_upstream(None, "service is unavailable");
         assert_eq!((e.kind, e.status), (ErrorKind::Overloaded, None));
     }
