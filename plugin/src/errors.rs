@@ -253,10 +253,17 @@ mod tests {
             (502, ErrorKind::Internal, true),
         ] {
             let e = StreamError::from_upstream(Some(status), "no pattern here");
-            assert_eq!((e.kind, e.retryable, e.status), (kind, retryable, Some(status)), "{status}");
+            assert_eq!(
+                (e.kind, e.retryable, e.status),
+                (kind, retryable, Some(status)),
+                "{status}"
+            );
         }
         let e = StreamError::from_upstream(None, "no pattern here");
-        assert_eq!((e.kind, e.retryable, e.status), (ErrorKind::Internal, false, None));
+        assert_eq!(
+            (e.kind, e.retryable, e.status),
+            (ErrorKind::Internal, false, None)
+        );
         let e = StreamError::from_upstream(None, "service is unavailable");
         assert_eq!((e.kind, e.status), (ErrorKind::Overloaded, None));
     }

@@ -20,8 +20,17 @@ pub fn plugin_info() -> PluginInfo {
         plugin_version: RStr::from_str(env!("CARGO_PKG_VERSION")),
         build_tag: RStr::from_str(crate::BUILD_TAG),
         abi_major: mantle_abi::ABI_MAJOR,
-        abi_minor: mantle_abi::ABI_MINOR,
+        abi_minor: reported_abi_minor(),
     }
+}
+
+/// The ABI minor version `info()` reports: [`mantle_abi::ABI_MINOR`], unless the build set
+/// `MANTLE_TEST_REPORTED_ABI_MINOR` (tests build such a plugin to check that a host refuses
+/// a plugin older than itself; release builds never set it).
+fn reported_abi_minor() -> u32 {
+    option_env!("MANTLE_TEST_REPORTED_ABI_MINOR")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(mantle_abi::ABI_MINOR)
 }
 
 fn rresult<T>(r: Result<T, FfiError>) -> RResult<T, FfiError> {

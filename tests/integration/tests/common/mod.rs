@@ -35,13 +35,20 @@ fn cargo_build(args: &[&str]) {
 
 /// Like `cargo_build`, with `MANTLE_BUILD_TAG` set (or explicitly unset).
 fn cargo_build_with_tag(args: &[&str], tag: Option<&str>) {
+    cargo_build_with_env(args, &[("MANTLE_BUILD_TAG", tag)]);
+}
+
+/// Like `cargo_build`, with build-time variables set (`Some`) or explicitly unset (`None`).
+fn cargo_build_with_env(args: &[&str], vars: &[(&str, Option<&str>)]) {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    match tag {
-        Some(tag) => command.env("MANTLE_BUILD_TAG", tag),
-        None => command.env_remove("MANTLE_BUILD_TAG"),
-    };
+    for (name, value) in vars {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
     let status = command
         .args(["build", "--quiet", "--locked"])
         .args(args)
@@ -81,6 +88,27 @@ pub fn build_tagged_plugin(tag: &str) -> PathBuf {
     let copy = dir.join(plugin_file_name());
     std::fs::copy(target_dir().join("debug").join(plugin_file_name()), &copy).unwrap();
     cargo_build_with_tag(&["-p", "mantle-provider"], None);
+    copy
+}
+
+/// Builds the plugin reporting ABI minor `minor` (`MANTLE_TEST_REPORTED_ABI_MINOR`), copies it
+/// to `target/abi-minor-plugins/<minor>/`, and rebuilds the normal plugin. Only for a test
+/// binary of its own: between the two builds `target/debug` holds the odd plugin.
+pub fn build_plugin_reporting_abi_minor(minor: u32) -> PathBuf {
+    let minor = minor.to_string();
+    let var = "MANTLE_TEST_REPORTED_ABI_MINOR";
+    cargo_build_with_env(
+        &["-p", "mantle-provider"],
+        &[(var, Some(&minor)), ("MANTLE_BUILD_TAG", None)],
+    );
+    let dir = target_dir().join("abi-minor-plugins").join(&minor);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join(plugin_file_name());
+    std::fs::copy(target_dir().join("debug").join(plugin_file_name()), &copy).unwrap();
+    cargo_build_with_env(
+        &["-p", "mantle-provider"],
+        &[(var, None), ("MANTLE_BUILD_TAG", None)],
+    );
     copy
 }
 
