@@ -268,6 +268,36 @@ mod tests {
         assert_eq!((e.kind, e.status), (ErrorKind::Overloaded, None));
     }
 
+    #[derive(Debug)]
+    struct Chained(&'static str, Option<Box<Chained>>);
+
+    impl std::fmt::Display for Chained {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chained {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_joins_sources_once() {
+        // Surviving mutants (empty or constant chain, no de-duplication) had no assertion.
+        let root = Chained("connection refused", None);
+        let mid = Chained("connect failed", Some(Box::new(root)));
+        let top = Chained("request failed", Some(Box::new(mid)));
+        assert_eq!(error_chain(&top), "request failed: connect failed: connection refused");
+        let repeated = Chained(
+            "request failed: connection refused",
+            Some(Box::new(Chained("connection refused", None))),
+        );
+        assert_eq!(error_chain(&repeated), "request failed: connection refused");
+        assert_eq!(error_chain(&Chained("alone", None)), "alone");
+    }
+
     #[test]
     fn dot_does_not_cross_line_breaks() {
         // Failed before the fix: the old matcher searched across lines.
