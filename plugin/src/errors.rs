@@ -289,7 +289,10 @@ mod tests {
         let root = Chained("connection refused", None);
         let mid = Chained("connect failed", Some(Box::new(root)));
         let top = Chained("request failed", Some(Box::new(mid)));
-        assert_eq!(error_chain(&top), "request failed: connect failed: connection refused");
+        assert_eq!(
+            error_chain(&top),
+            "request failed: connect failed: connection refused"
+        );
         let repeated = Chained(
             "request failed: connection refused",
             Some(Box::new(Chained("connection refused", None))),

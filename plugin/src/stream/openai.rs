@@ -12,6 +12,9 @@ use crate::errors::{ErrorKind, StreamError};
 pub struct OpenAiDecoder {
     started: bool,
     open_tools: BTreeSet<u32>,
+    /// Upstream tool-call index -> normalized index (0, 1, ... in order of first appearance):
+    /// some servers number streamed tool calls from 1, or skip numbers (spec §7).
+    tool_indexes: Vec<u64>,
     stop: Option<StopReason>,
 }
 
@@ -26,6 +29,18 @@ fn stop_reason(s: &str) -> StopReason {
 }
 
 impl OpenAiDecoder {
+    /// The normalized index of an upstream tool-call index.
+    fn tool_index(&mut self, upstream: u64) -> u32 {
+        let position = match self.tool_indexes.iter().position(|i| *i == upstream) {
+            Some(p) => p,
+            None => {
+                self.tool_indexes.push(upstream);
+                self.tool_indexes.len() - 1
+            }
+        };
+        u32::try_from(position).unwrap_or(u32::MAX)
+    }
+
     fn close_tools(&mut self, out: &mut Vec<StreamEvent>) {
         for index in std::mem::take(&mut self.open_tools) {
             out.push(StreamEvent::ToolCallEnd { index });
@@ -83,7 +98,7 @@ impl Decoder for OpenAiDecoder {
                 });
             }
             for call in delta["tool_calls"].as_array().into_iter().flatten() {
-                let index = call["index"].as_u64().unwrap_or(0) as u32;
+                let index = self.tool_index(call["index"].as_u64().unwrap_or(0));
                 if !self.open_tools.contains(&index) {
                     self.open_tools.insert(index);
                     out.push(StreamEvent::ToolCallStart {
@@ -139,5 +154,107 @@ impl Decoder for OpenAiDecoder {
                 "upstream closed the stream before it finished",
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(chunks: &[Value]) -> Vec<StreamEvent> {
+        let mut d = OpenAiDecoder::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            d.on_event(
+                &SseEvent {
+                    event: None,
+                    data: c.to_string(),
+                },
+                &mut out,
+            );
+        }
+        d.on_event(
+            &SseEvent {
+                event: None,
+                data: "[DONE]".into(),
+            },
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn tool_indexes_from_one_or_with_gaps_are_renumbered_and_ids_kept() {
+        use serde_json::json;
+        let call = |index: u64, id: Option<&str>, name: Option<&str>, args: &str| {
+            let mut c = json!({"index": index, "function": {"arguments": args}});
+            if let Some(id) = id {
+                c["id"] = json!(id);
+                c["type"] = json!("function");
+                c["function"]["name"] = json!(name.unwrap());
+            }
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [c]}}]})
+        };
+        let events = decode(&[
+            json!({"choices": [{"index": 0, "delta": {"content": " Hello"}}]}),
+            call(1, Some("functions.get_weather:0"), Some("get_weather"), ""),
+            call(1, None, None, "{\"city\":"),
+            call(3, Some("functions.get_time:1"), Some("get_time"), "{}"),
+            call(1, None, None, "\"Oslo\"}"),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+        ]);
+        let calls: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::ToolCallStart { index, id, name } => {
+                    Some(format!("start {index} {id} {name}"))
+                }
+                StreamEvent::ToolCallDelta { index, arguments } => {
+                    Some(format!("delta {index} {arguments}"))
+                }
+                StreamEvent::ToolCallEnd { index } => Some(format!("end {index}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "start 0 functions.get_weather:0 get_weather",
+                "delta 0 {\"city\":",
+                "start 1 functions.get_time:1 get_time",
+                "delta 1 {}",
+                "delta 0 \"Oslo\"}",
+                "end 0",
+                "end 1",
+            ]
+        );
+        // Text that starts with a space (Kimi) is kept as given.
+        assert!(events.contains(&StreamEvent::TextDelta {
+            text: " Hello".into()
+        }));
+        assert_eq!(
+            events.last(),
+            Some(&StreamEvent::Done {
+                stop_reason: StopReason::ToolUse
+            })
+        );
+    }
+
+    #[test]
+    fn reasoning_arrives_as_reasoning_content_or_reasoning() {
+        use serde_json::json;
+        let events = decode(&[
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": "a"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"reasoning": "b"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "c"}, "finish_reason": "stop"}]}),
+        ]);
+        let reasoning: String = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::ReasoningDelta { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasoning, "ab");
     }
 }
