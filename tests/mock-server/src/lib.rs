@@ -572,6 +572,9 @@ pub fn anthropic_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec
 
 /// An OpenAI stream with reasoning (`reasoning_content` then `reasoning`), text `Hi`, one tool
 /// call `get({"a":1})` split over deltas, usage and `[DONE]`.
+///
+/// Like Mantle (spec §7), reasoning arrives both as `reasoning_content` and as `reasoning`, and
+/// the streamed tool call is numbered from 1: the plugin must still report it as index 0.
 pub fn openai_tool_and_reasoning_stream() -> Vec<Step> {
     let chunk = |delta: Value, finish: Value| {
         sse_data(
@@ -584,15 +587,15 @@ pub fn openai_tool_and_reasoning_stream() -> Vec<Step> {
         chunk(json!({"reasoning": "more"}), Value::Null),
         chunk(json!({"content": "Hi"}), Value::Null),
         chunk(
-            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": ""}}]}),
+            json!({"tool_calls": [{"index": 1, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": ""}}]}),
             Value::Null,
         ),
         chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
+            json!({"tool_calls": [{"index": 1, "function": {"arguments": "{\"a\":"}}]}),
             Value::Null,
         ),
         chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+            json!({"tool_calls": [{"index": 1, "function": {"arguments": "1}"}}]}),
             Value::Null,
         ),
         chunk(json!({}), json!("tool_calls")),
