@@ -166,6 +166,9 @@ pub struct ProviderConfig {
     /// Region override.
     #[serde(default)]
     pub region: Option<String>,
+    /// Regions added to the 12 built-in ones (spec §2b).
+    #[serde(default)]
+    pub extra_regions: Option<Vec<String>>,
     /// Extra headers on every request (values redacted in `Debug`).
     #[serde(default)]
     pub headers: Option<HeaderValues>,
@@ -293,6 +296,13 @@ impl ProviderConfig {
                 )));
             }
         }
+        for (i, region) in config.extra_regions.iter().flatten().enumerate() {
+            if !crate::region::is_well_formed(region) {
+                return Err(err(format!(
+                    "field `extraRegions[{i}]`: {region:?} is not a region name (expected something like \"ap-southeast-2\")"
+                )));
+            }
+        }
         for (i, model) in config.models.iter().flatten().enumerate() {
             if model.id.trim().is_empty() {
                 return Err(err(format!("field `models[{i}].id`: must not be blank")));
@@ -366,6 +376,9 @@ mod tests {
             assert!(s.contains("field `baseUrl`"), "{s}");
             assert!(!s.contains("hunter2"), "{s}");
         }
+        let e = ProviderConfig::parse("{ extraRegions: ['ap-southeast-2', 'x.evil.com'] }")
+            .unwrap_err();
+        assert!(e.to_string().contains("field `extraRegions[1]`"), "{e}");
         let e = ProviderConfig::parse("{ apiKey: 'env:' }").unwrap_err();
         assert!(e.to_string().contains("apiKey"), "{e}");
         let e = ProviderConfig::parse("{ models: [ { id: ' ' } ] }").unwrap_err();

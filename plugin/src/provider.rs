@@ -23,6 +23,10 @@ use crate::{
     stream::{Route, StreamHandle, Timeouts, UpstreamRequest},
 };
 
+/// The AWS SDKs' per-service endpoint variable for Mantle: replaces the derived origin when
+/// the config has no `baseUrl`.
+pub const ENDPOINT_URL_ENV: &str = "AWS_ENDPOINT_URL_BEDROCK_MANTLE";
+
 /// Connect timeout for every upstream request.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -85,6 +89,8 @@ pub struct Core {
     endpoints: Endpoints,
     /// Cache key part: the region, or the base URL when one is configured.
     endpoint_key: String,
+    /// The endpoint came from `baseUrl` or `AWS_ENDPOINT_URL_BEDROCK_MANTLE`, not the region.
+    endpoint_configured: bool,
     auth: Auth,
     http: reqwest::Client,
     clock: SharedClock,
@@ -117,7 +123,8 @@ impl Provider {
         let plugin = PluginConfig::parse(plugin_config)?;
         let config = ProviderConfig::parse(provider_config)?;
         let env = options.env.clone();
-        let region = region::resolve(config.region.as_deref(), |k| env(k));
+        let extra_regions = config.extra_regions.clone().unwrap_or_default();
+        let region = region::resolve(config.region.as_deref(), &extra_regions, |k| env(k));
         let region_name = match &region {
             RegionChoice::Supported(r, _) | RegionChoice::Unsupported(r, _) => r.clone(),
             RegionChoice::Malformed(r, source) if *source != region::RegionSource::Config => {
@@ -130,8 +137,25 @@ impl Provider {
             }
             RegionChoice::Malformed(r, _) => r.clone(),
         };
-        let endpoints = Endpoints::new(config.base_url.as_deref(), &region_name);
-        let endpoint_key = match &config.base_url {
+        // A configured `baseUrl` wins; else the AWS SDKs' per-service endpoint variable; else
+        // the origin derived from the region (spec §2b). Either URL is used exactly as given.
+        let endpoint_url = match &config.base_url {
+            Some(url) => Some(url.clone()),
+            None => env(ENDPOINT_URL_ENV)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .map(|url| {
+                    crate::routes::validate_base_url(&url)
+                        .map(|()| url)
+                        .map_err(|m| ConfigError {
+                            context: "environment",
+                            message: format!("{ENDPOINT_URL_ENV}: {m}"),
+                        })
+                })
+                .transpose()?,
+        };
+        let endpoints = Endpoints::new(endpoint_url.as_deref(), &region_name);
+        let endpoint_key = match &endpoint_url {
             Some(_) => endpoints.openai_base.clone(),
             None => region_name.clone(),
         };
@@ -160,6 +184,7 @@ impl Provider {
             region,
             endpoints,
             endpoint_key,
+            endpoint_configured: endpoint_url.is_some(),
             auth,
             http,
             clock: options.clock,
@@ -367,7 +392,7 @@ impl Core {
         match &self.region {
             RegionChoice::Supported(..) => {}
             RegionChoice::Unsupported(r, _) | RegionChoice::Malformed(r, _)
-                if self.config.base_url.is_none() =>
+                if !self.endpoint_configured =>
             {
                 return self.manual_only(Outcome::skipped(
                     "unsupported-region",

@@ -65,8 +65,13 @@ fn non_blank(v: Option<String>) -> Option<String> {
 }
 
 /// Resolves the region: config, else `AWS_REGION`, else `AWS_DEFAULT_REGION`, else us-east-1.
-/// `env` reads an environment variable (injected for tests).
-pub fn resolve(config_region: Option<&str>, env: impl Fn(&str) -> Option<String>) -> RegionChoice {
+/// `env` reads an environment variable (injected for tests). `extra` are regions the config
+/// adds to the built-in list (`extraRegions`, spec §2b).
+pub fn resolve(
+    config_region: Option<&str>,
+    extra: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> RegionChoice {
     let (region, source) = if let Some(r) = non_blank(config_region.map(str::to_string)) {
         (r, RegionSource::Config)
     } else if let Some(r) = non_blank(env("AWS_REGION")) {
@@ -78,7 +83,7 @@ pub fn resolve(config_region: Option<&str>, env: impl Fn(&str) -> Option<String>
     };
     if !is_well_formed(&region) {
         RegionChoice::Malformed(region, source)
-    } else if SUPPORTED_REGIONS.contains(&region.as_str()) {
+    } else if SUPPORTED_REGIONS.contains(&region.as_str()) || extra.contains(&region) {
         RegionChoice::Supported(region, source)
     } else {
         RegionChoice::Unsupported(region, source)
@@ -88,6 +93,31 @@ pub fn resolve(config_region: Option<&str>, env: impl Fn(&str) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve_cfg(
+        config_region: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> RegionChoice {
+        resolve(config_region, &[], env)
+    }
+
+    #[test]
+    fn extra_regions_extend_the_built_in_list() {
+        let extra = vec!["ap-southeast-2".to_string(), "us-gov-west-1".to_string()];
+        let none = |_: &str| None;
+        assert_eq!(
+            resolve(Some("ap-southeast-2"), &extra, none),
+            RegionChoice::Supported("ap-southeast-2".into(), RegionSource::Config)
+        );
+        assert_eq!(
+            resolve(Some("us-gov-west-1"), &extra, none),
+            RegionChoice::Supported("us-gov-west-1".into(), RegionSource::Config)
+        );
+        assert_eq!(
+            resolve(Some("ap-southeast-2"), &[], none),
+            RegionChoice::Unsupported("ap-southeast-2".into(), RegionSource::Config)
+        );
+    }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| {
@@ -105,20 +135,20 @@ mod tests {
             ("AWS_DEFAULT_REGION", "us-west-2"),
         ]);
         assert_eq!(
-            resolve(Some("ap-south-1"), &env),
+            resolve_cfg(Some("ap-south-1"), &env),
             RegionChoice::Supported("ap-south-1".into(), RegionSource::Config)
         );
         assert_eq!(
-            resolve(Some("  "), &env),
+            resolve_cfg(Some("  "), &env),
             RegionChoice::Supported("eu-west-1".into(), RegionSource::AwsRegion)
         );
         let env = env_of(&[("AWS_REGION", "   "), ("AWS_DEFAULT_REGION", "us-west-2")]);
         assert_eq!(
-            resolve(None, &env),
+            resolve(None, &[], &env),
             RegionChoice::Supported("us-west-2".into(), RegionSource::AwsDefaultRegion)
         );
         assert_eq!(
-            resolve(None, env_of(&[])),
+            resolve(None, &[], env_of(&[])),
             RegionChoice::Supported("us-east-1".into(), RegionSource::Default)
         );
     }
@@ -127,16 +157,19 @@ mod tests {
     fn all_twelve_supported_and_others_skipped() {
         for r in SUPPORTED_REGIONS {
             assert!(
-                matches!(resolve(Some(r), env_of(&[])), RegionChoice::Supported(..)),
+                matches!(
+                    resolve_cfg(Some(r), env_of(&[])),
+                    RegionChoice::Supported(..)
+                ),
                 "{r}"
             );
         }
         assert!(matches!(
-            resolve(Some("ca-central-1"), env_of(&[])),
+            resolve_cfg(Some("ca-central-1"), env_of(&[])),
             RegionChoice::Unsupported(..)
         ));
         assert!(matches!(
-            resolve(Some("us-gov-west-1"), env_of(&[])),
+            resolve_cfg(Some("us-gov-west-1"), env_of(&[])),
             RegionChoice::Unsupported(..)
         ));
     }
@@ -155,7 +188,10 @@ mod tests {
         ] {
             assert!(!is_well_formed(bad), "{bad}");
             assert!(
-                matches!(resolve(Some(bad), env_of(&[])), RegionChoice::Malformed(..)),
+                matches!(
+                    resolve_cfg(Some(bad), env_of(&[])),
+                    RegionChoice::Malformed(..)
+                ),
                 "{bad}"
             );
         }

@@ -564,3 +564,78 @@ fn discovery_sends_provider_headers_and_catalogs_hide_header_values() {
         "{text}"
     );
 }
+
+#[test]
+fn the_sdk_endpoint_variable_replaces_the_derived_origin_and_extra_regions_extend_the_list() {
+    let server = MockMantle::start(Some("k")).unwrap();
+    let clock = ManualClock::at_unix(1_780_000_000);
+    // AWS_ENDPOINT_URL_BEDROCK_MANTLE with no baseUrl: discovery goes there, in a region the
+    // built-in list lacks (an endpoint that is configured never skips for the region).
+    let env = env_with(&[
+        ("AWS_BEARER_TOKEN_BEDROCK", "k"),
+        ("AWS_REGION", "ap-southeast-2"),
+        ("AWS_ENDPOINT_URL_BEDROCK_MANTLE", &server.origin()),
+    ]);
+    let p = Provider::new("", "", options(&clock, &env)).unwrap();
+    let c = p.catalog();
+    assert!(
+        matches!(c.outcome, Outcome::Ready { .. }),
+        "{:?}",
+        c.outcome
+    );
+    assert_eq!(
+        c.provider.unwrap().base_url,
+        format!("{}/v1", server.origin())
+    );
+    assert_eq!(server.requests_to("/v1/models").len(), 1);
+    // A configured baseUrl still wins over the variable.
+    let other = MockMantle::start(Some("k")).unwrap();
+    let cfg = json!({"baseUrl": other.base_url()}).to_string();
+    let p = Provider::new("", &cfg, options(&clock, &env)).unwrap();
+    assert_eq!(p.catalog().provider.unwrap().base_url, other.base_url());
+    assert_eq!(other.requests_to("/v1/models").len(), 1);
+    assert_eq!(
+        server.requests_to("/v1/models").len(),
+        1,
+        "not the variable's endpoint"
+    );
+    // The variable is checked like baseUrl: plain http only to loopback.
+    let bad = env_with(&[(
+        "AWS_ENDPOINT_URL_BEDROCK_MANTLE",
+        "http://mantle.example.com",
+    )]);
+    let e = Provider::new("", "", options(&clock, &bad))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("AWS_ENDPOINT_URL_BEDROCK_MANTLE") && e.contains("https"),
+        "{e}"
+    );
+
+    // Without an endpoint, ap-southeast-2 is skipped unless extraRegions lists it.
+    let env = env_with(&[
+        ("AWS_BEARER_TOKEN_BEDROCK", "k"),
+        ("AWS_REGION", "ap-southeast-2"),
+    ]);
+    let c = Provider::new("", "", options(&clock, &env))
+        .unwrap()
+        .catalog();
+    assert!(
+        matches!(&c.outcome, Outcome::Skipped { reason, .. } if reason == "unsupported-region"),
+        "{:?}",
+        c.outcome
+    );
+    // With extraRegions the region is served (region::tests checks the choice); discovery is
+    // disabled here so the test never reaches for the real host.
+    let p = Provider::new(
+        "{ discovery: { enabled: false } }",
+        "{ extraRegions: ['ap-southeast-2'], models: [{ id: 'x.y' }] }",
+        options(&clock, &env),
+    )
+    .unwrap();
+    let entry = p.catalog().provider.expect("manual models served");
+    assert_eq!(
+        entry.base_url,
+        "https://bedrock-mantle.ap-southeast-2.api.aws/v1"
+    );
+}
