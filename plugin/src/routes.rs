@@ -153,6 +153,18 @@ mod tests {
     }
 
     #[test]
+    fn vpc_endpoint_hosts_are_used_as_given() {
+        let vpce = "https://vpce-0a1b2c3d-4e5f.bedrock-mantle.us-west-2.vpce.amazonaws.com";
+        // The provider's region (us-east-1) is not guessed from, nor written into, the host.
+        let e = Endpoints::new(Some(vpce), "us-east-1");
+        assert_eq!(e.openai_base, format!("{vpce}/v1"));
+        assert_eq!(e.models_url(), format!("{vpce}/v1/models"));
+        assert_eq!(e.chat_completions_url(), format!("{vpce}/v1/chat/completions"));
+        assert_eq!(e.anthropic_messages_url(), format!("{vpce}/anthropic/v1/messages"));
+        assert_eq!(validate_base_url(vpce), Ok(()));
+    }
+
+    #[test]
     fn base_url_override() {
         let e = Endpoints::new(Some("http://127.0.0.1:9/v1/"), "us-east-1");
         assert_eq!(e.openai_base, "http://127.0.0.1:9/v1");
