@@ -158,7 +158,23 @@ const KNOWN_MODELS: &[Known] = &[
     },
 ];
 
-/// A row for a discovered id: placeholders, then the known-model table.
+/// Known families by id prefix, for ids the exact table does not list (versions and suffixes
+/// such as `-sol`/`-luna` come and go faster than this table).
+const KNOWN_FAMILIES: &[Known] = &[
+    // GPT-5.x on Mantle: 1,050,000 input tokens enforced (spec §7: the "272K" figure is a
+    // pricing tier, not a limit); 128,000 output tokens and text+image input per OpenAI's
+    // GPT-5 model cards; always a reasoning model.
+    Known {
+        id: "openai.gpt-5",
+        context_window: 1_050_000,
+        max_tokens: 128_000,
+        image: true,
+        reasoning: Some(true),
+    },
+];
+
+/// A row for a discovered id: placeholders, then the known-model table (exact ids first, then
+/// families by prefix).
 pub fn discovered_row(id: &str) -> ModelRow {
     let mut row = ModelRow {
         id: id.to_string(),
@@ -171,7 +187,11 @@ pub fn discovered_row(id: &str) -> ModelRow {
         max_tokens: DEFAULT_MAX_TOKENS,
         headers: None,
     };
-    if let Some(k) = KNOWN_MODELS.iter().find(|k| k.id == id) {
+    let known = KNOWN_MODELS
+        .iter()
+        .find(|k| k.id == id)
+        .or_else(|| KNOWN_FAMILIES.iter().find(|k| id.starts_with(k.id)));
+    if let Some(k) = known {
         row.context_window = k.context_window;
         row.max_tokens = k.max_tokens;
         if k.image {
@@ -474,6 +494,28 @@ mod tests {
                 cache_read: 0.3,
                 cache_write: 3.75
             }
+        );
+    }
+
+    #[test]
+    fn gpt_5_family_rows_carry_mantle_limits() {
+        for id in ["openai.gpt-5.4", "openai.gpt-5.5", "openai.gpt-5.6-sol"] {
+            let r = discovered_row(id);
+            assert_eq!(
+                (r.context_window, r.max_tokens, r.reasoning, r.input.clone()),
+                (
+                    1_050_000,
+                    128_000,
+                    true,
+                    vec!["text".to_string(), "image".to_string()]
+                ),
+                "{id}"
+            );
+        }
+        // gpt-oss is not a GPT-5 family member.
+        assert_eq!(
+            discovered_row("openai.gpt-oss-120b").context_window,
+            131_072
         );
     }
 

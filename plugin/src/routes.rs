@@ -159,8 +159,14 @@ mod tests {
         let e = Endpoints::new(Some(vpce), "us-east-1");
         assert_eq!(e.openai_base, format!("{vpce}/v1"));
         assert_eq!(e.models_url(), format!("{vpce}/v1/models"));
-        assert_eq!(e.chat_completions_url(), format!("{vpce}/v1/chat/completions"));
-        assert_eq!(e.anthropic_messages_url(), format!("{vpce}/anthropic/v1/messages"));
+        assert_eq!(
+            e.chat_completions_url(),
+            format!("{vpce}/v1/chat/completions")
+        );
+        assert_eq!(
+            e.anthropic_messages_url(),
+            format!("{vpce}/anthropic/v1/messages")
+        );
         assert_eq!(validate_base_url(vpce), Ok(()));
     }
 
