@@ -158,6 +158,15 @@ const KNOWN_MODELS: &[Known] = &[
     },
 ];
 
+/// The surface a model family is served on by Mantle (spec §7), when it is not the provider's
+/// default: Claude ids go to the Anthropic route. (The Responses-only families, GPT-5.x, Gemma 4
+/// and xAI, join this table with the `openai-responses` surface, issue #12.) A row's explicit
+/// `api` still wins.
+pub fn family_api(id: &str) -> Option<&'static str> {
+    id.starts_with("anthropic.")
+        .then_some(API_ANTHROPIC_MESSAGES)
+}
+
 /// Known families by id prefix, for ids the exact table does not list (versions and suffixes
 /// such as `-sol`/`-luna` come and go faster than this table).
 const KNOWN_FAMILIES: &[Known] = &[
@@ -179,7 +188,7 @@ pub fn discovered_row(id: &str) -> ModelRow {
     let mut row = ModelRow {
         id: id.to_string(),
         name: id.to_string(),
-        api: None,
+        api: family_api(id).map(str::to_string),
         reasoning: reasoning_by_id(id),
         input: vec!["text".into()],
         cost: Cost::default(),
@@ -495,6 +504,28 @@ mod tests {
                 cache_write: 3.75
             }
         );
+    }
+
+    #[test]
+    fn claude_ids_default_to_the_anthropic_route() {
+        // Before: a discovered Claude id that is not curated went to chat completions, which
+        // Mantle refuses for Claude.
+        let r = discovered_row("anthropic.claude-haiku-4-5");
+        assert_eq!(r.api.as_deref(), Some(API_ANTHROPIC_MESSAGES));
+        assert_eq!(discovered_row("openai.gpt-oss-120b").api, None);
+        assert_eq!(
+            discovered_row("us.anthropic.claude-x").api,
+            None,
+            "prefixed ids are not Mantle's"
+        );
+        // A user row's explicit api wins over the family.
+        let user = ProviderConfig::parse(
+            "{ models: [{ id: 'anthropic.claude-haiku-4-5', api: 'openai-completions' }] }",
+        )
+        .unwrap();
+        let now = ManualClock::at_unix(1_780_000_000).now();
+        let row = user_row(&user.models.unwrap()[0], now);
+        assert_eq!(row.api.as_deref(), Some(API_OPENAI_COMPLETIONS));
     }
 
     #[test]

@@ -299,3 +299,33 @@ fn budget_thinking_requests_are_valid_for_the_messages_api() {
         (json!(0.3), json!(0.5))
     );
 }
+
+#[test]
+fn a_discovered_claude_id_streams_on_the_anthropic_route() {
+    // Spec §7: Mantle serves `anthropic.` ids on the Messages API only. A Claude id that is not
+    // one of the curated rows still goes there (the family table), not to chat completions.
+    let server = MockMantle::start(None).unwrap();
+    server.set_models(vec![
+        json!({"id": "anthropic.claude-haiku-4-5"}),
+        json!({"id": "qwen.qwen3-32b"}),
+    ]);
+    let p = provider_with(&server, json!({}));
+    let catalog = p.catalog().unwrap();
+    let row = catalog["provider"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "anthropic.claude-haiku-4-5")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["api"], "anthropic-messages", "{row}");
+    for (model, path) in [
+        ("anthropic.claude-haiku-4-5", "/anthropic/v1/messages"),
+        ("qwen.qwen3-32b", "/v1/chat/completions"),
+    ] {
+        server.clear_requests();
+        let events = run_stream(&p, &request(model, "family"));
+        assert_eq!(text_of(&events), "echo: family", "{model}");
+        assert_eq!(server.requests_to(path).len(), 1, "{model}");
+    }
+}
