@@ -4,7 +4,8 @@
 //! - `mantle chat --model ID "prompt"`: streams a reply (reasoning, text and tool calls shown apart).
 //! - `mantle token`: where the bearer token comes from and when it expires (never the token).
 //! - `mantle demo`: starts the local Mantle-compatible server, loads the plugin, lists models and
-//!   streams one reply on each route. No AWS account needed.
+//!   streams one reply on each surface (chat completions, Anthropic Messages, Responses). No AWS
+//!   account needed.
 //! - `mantle serve --plugins-dir DIR [--local]`: serves a steady load of streams from the newest
 //!   plugin in DIR and hot-swaps when a new version is dropped in; `rollback`, `swap FILE`,
 //!   `status` and `quit` on stdin.
@@ -451,6 +452,7 @@ fn demo(plugin_path: Option<PathBuf>) -> Result<(), String> {
     for (model, label) in [
         ("openai.gpt-oss-120b", "openai-completions"),
         ("anthropic.claude-opus-4-7", "anthropic-messages"),
+        ("openai.gpt-5.5", "openai-responses"),
     ] {
         println!("\n== chat on {label} with {model}");
         let summary = chat(
@@ -464,6 +466,6 @@ fn demo(plugin_path: Option<PathBuf>) -> Result<(), String> {
             return Err(format!("the {label} stream did not complete as expected"));
         }
     }
-    println!("\n== demo finished: both routes streamed a complete reply");
+    println!("\n== demo finished: all three surfaces streamed a complete reply");
     Ok(())
 }

@@ -159,12 +159,16 @@ const KNOWN_MODELS: &[Known] = &[
 ];
 
 /// The surface a model family is served on by Mantle (spec §7), when it is not the provider's
-/// default: Claude ids go to the Anthropic route. (The Responses-only families, GPT-5.x, Gemma 4
-/// and xAI, join this table with the `openai-responses` surface, issue #12.) A row's explicit
-/// `api` still wins.
+/// default: Claude ids go to the Anthropic route; GPT-5.x, Gemma 4 and xAI to the Responses
+/// surface. A row's explicit `api` still wins.
 pub fn family_api(id: &str) -> Option<&'static str> {
-    id.starts_with("anthropic.")
-        .then_some(API_ANTHROPIC_MESSAGES)
+    if id.starts_with("anthropic.") {
+        Some(API_ANTHROPIC_MESSAGES)
+    } else if crate::routes::responses_only_family(id) {
+        Some(crate::config::API_OPENAI_RESPONSES)
+    } else {
+        None
+    }
 }
 
 /// Known families by id prefix, for ids the exact table does not list (versions and suffixes
@@ -513,6 +517,14 @@ mod tests {
         let r = discovered_row("anthropic.claude-haiku-4-5");
         assert_eq!(r.api.as_deref(), Some(API_ANTHROPIC_MESSAGES));
         assert_eq!(discovered_row("openai.gpt-oss-120b").api, None);
+        assert_eq!(
+            discovered_row("openai.gpt-5.5").api.as_deref(),
+            Some("openai-responses")
+        );
+        assert_eq!(
+            discovered_row("xai.grok-4").api.as_deref(),
+            Some("openai-responses")
+        );
         assert_eq!(
             discovered_row("us.anthropic.claude-x").api,
             None,

@@ -15,7 +15,7 @@ use crate::secret::Secret;
 pub const API_OPENAI_COMPLETIONS: &str = "openai-completions";
 /// Anthropic Messages surface.
 pub const API_ANTHROPIC_MESSAGES: &str = "anthropic-messages";
-/// OpenAI Responses surface (reserved for wave 2: accepted in config, not yet routable).
+/// OpenAI Responses surface (GPT-5.x, Gemma 4, xAI on Mantle; spec §7).
 pub const API_OPENAI_RESPONSES: &str = "openai-responses";
 const KNOWN_APIS: [&str; 3] = [
     API_OPENAI_COMPLETIONS,

@@ -504,6 +504,26 @@ impl Core {
             .unwrap_or_else(|| catalog::discovered_row(id))
     }
 
+    /// Headers of the OpenAI-shaped routes: `accept: text/event-stream`, then the provider's,
+    /// the model's and the caller's (later wins).
+    fn openai_headers(&self, model: &ModelRow, req: &CanonicalRequest) -> Vec<(String, String)> {
+        let mut headers = Vec::new();
+        request::set_header(&mut headers, "accept".into(), "text/event-stream".into());
+        let later = self
+            .config
+            .headers
+            .iter()
+            .flatten()
+            .chain(model.headers.iter().flatten());
+        for (k, v) in later
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(req.headers.iter().cloned())
+        {
+            request::set_header(&mut headers, k, v);
+        }
+        headers
+    }
+
     /// Builds the upstream request: route, URL, headers, body, token.
     pub async fn prepare(&self, req: &CanonicalRequest) -> Result<UpstreamRequest, StreamError> {
         let model = self.model_row(&req.model);
@@ -517,8 +537,7 @@ impl Core {
             .resolve()
             .await
             .map_err(|e| StreamError::new(ErrorKind::Auth, None, e.to_string()))?;
-        let mut headers: Vec<(String, String)> = Vec::new();
-        let (route, url, body) = match api.as_str() {
+        let (route, url, body, mut headers) = match api.as_str() {
             API_ANTHROPIC_MESSAGES => {
                 let mut model_headers = std::collections::BTreeMap::new();
                 for (k, v) in self.config.headers.iter().flatten() {
@@ -527,40 +546,25 @@ impl Core {
                 for (k, v) in model.headers.iter().flatten() {
                     model_headers.insert(k.clone(), v.clone());
                 }
-                headers = request::anthropic_headers(Some(&model_headers), &req.headers);
                 (
                     Route::Anthropic,
                     self.endpoints.anthropic_messages_url(),
                     request::anthropic_body(req, &model),
+                    request::anthropic_headers(Some(&model_headers), &req.headers),
                 )
             }
-            API_OPENAI_RESPONSES => {
-                return Err(StreamError::new(
-                    ErrorKind::BadRequest,
-                    None,
-                    "the openai-responses surface is not supported yet",
-                ))
-            }
-            _ => {
-                request::set_header(&mut headers, "accept".into(), "text/event-stream".into());
-                let later = self
-                    .config
-                    .headers
-                    .iter()
-                    .flatten()
-                    .chain(model.headers.iter().flatten());
-                for (k, v) in later
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .chain(req.headers.iter().cloned())
-                {
-                    request::set_header(&mut headers, k, v);
-                }
-                (
-                    Route::OpenAi,
-                    self.endpoints.chat_completions_url(),
-                    request::openai_body(req, &model),
-                )
-            }
+            API_OPENAI_RESPONSES => (
+                Route::Responses,
+                self.endpoints.responses_url(&req.model),
+                request::responses::responses_body(req, &model),
+                self.openai_headers(&model, req),
+            ),
+            _ => (
+                Route::OpenAi,
+                self.endpoints.chat_completions_url(),
+                request::openai_body(req, &model),
+                self.openai_headers(&model, req),
+            ),
         };
         // Nobody may override the bearer token or send it as an Anthropic API key.
         headers.retain(|(k, _)| {

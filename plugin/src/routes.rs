@@ -102,6 +102,38 @@ impl Endpoints {
     pub fn anthropic_messages_url(&self) -> String {
         format!("{}/v1/messages", anthropic_base(&self.openai_base))
     }
+
+    /// OpenAI Responses URL for `model` (spec §7): `{origin}/openai/v1/responses` for the
+    /// families Mantle serves only there (GPT-5.x, Gemma 4, xAI), else `{base}/responses`
+    /// (e.g. gpt-oss pinned to the Responses surface).
+    pub fn responses_url(&self, model: &str) -> String {
+        if responses_only_family(model) {
+            format!("{}/responses", openai_responses_base(&self.openai_base))
+        } else {
+            format!("{}/responses", self.openai_base.trim_end_matches('/'))
+        }
+    }
+}
+
+/// Model families Mantle serves on the Responses API under `/openai/v1` only (spec §7).
+pub fn responses_only_family(model: &str) -> bool {
+    ["openai.gpt-5", "google.gemma-4", "xai."]
+        .iter()
+        .any(|prefix| model.starts_with(prefix))
+}
+
+/// The `/openai/v1` base next to the provider's `/v1` base, derived like the Anthropic base:
+/// trailing `/` removed; ends with `/openai/v1` kept; ends with `/v1` replaced by `/openai/v1`;
+/// else `/openai/v1` appended.
+pub fn openai_responses_base(provider_base: &str) -> String {
+    let base = provider_base.trim_end_matches('/');
+    if base.ends_with("/openai/v1") {
+        base.to_string()
+    } else if let Some(stem) = base.strip_suffix("/v1") {
+        format!("{stem}/openai/v1")
+    } else {
+        format!("{base}/openai/v1")
+    }
 }
 
 /// The Anthropic base: trailing `/` removed; ends with `/anthropic` kept; ends with `/v1`
@@ -149,6 +181,40 @@ mod tests {
         assert_eq!(
             anthropic_base("https://h/proxy"),
             "https://h/proxy/anthropic"
+        );
+    }
+
+    #[test]
+    fn responses_urls_per_family() {
+        let e = Endpoints::new(None, "us-west-2");
+        let origin = "https://bedrock-mantle.us-west-2.api.aws";
+        for model in [
+            "openai.gpt-5.5",
+            "openai.gpt-5.6-sol",
+            "google.gemma-4-27b",
+            "xai.grok-4",
+        ] {
+            assert_eq!(
+                e.responses_url(model),
+                format!("{origin}/openai/v1/responses"),
+                "{model}"
+            );
+        }
+        assert_eq!(
+            e.responses_url("openai.gpt-oss-120b"),
+            format!("{origin}/v1/responses")
+        );
+        assert_eq!(
+            openai_responses_base("http://127.0.0.1:9/v1/"),
+            "http://127.0.0.1:9/openai/v1"
+        );
+        assert_eq!(
+            openai_responses_base("https://p.example/openai/v1"),
+            "https://p.example/openai/v1"
+        );
+        assert_eq!(
+            openai_responses_base("https://p.example/mantle"),
+            "https://p.example/mantle/openai/v1"
         );
     }
 

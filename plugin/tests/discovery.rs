@@ -445,8 +445,9 @@ fn user_models_replace_the_catalog_and_user_keys_win() {
     let p = provider(&server, json!({"models": []}), &clock, &env);
     assert_eq!(
         ids(&p.catalog()).len(),
-        9,
-        "an empty list keeps the discovered catalog (4 discovered + 5 curated)"
+        mantle_mock_server::DEFAULT_MODELS.len() - 1 + 5,
+        "an empty list keeps the discovered catalog (the server's ids, Opus 4.7 replaced by its \
+         curated row, + 5 curated)"
     );
 }
 

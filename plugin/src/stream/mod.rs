@@ -14,6 +14,7 @@ pub mod anthropic;
 pub mod events;
 pub mod openai;
 pub mod queue;
+pub mod responses;
 pub mod sse;
 
 use std::{sync::Arc, time::Duration};
@@ -66,6 +67,8 @@ pub enum Route {
     OpenAi,
     /// Anthropic Messages.
     Anthropic,
+    /// OpenAI Responses.
+    Responses,
 }
 
 /// Everything needed to send one upstream request.
@@ -324,6 +327,7 @@ async fn run(client: reqwest::Client, req: UpstreamRequest, queue: &EventQueue) 
     let mut decoder: Box<dyn Decoder> = match req.route {
         Route::OpenAi => Box::new(openai::OpenAiDecoder::default()),
         Route::Anthropic => Box::new(anthropic::AnthropicDecoder::default()),
+        Route::Responses => Box::new(responses::ResponsesDecoder::default()),
     };
     let mut parser = sse::SseParser::default();
     let mut body = response.bytes_stream();

@@ -329,3 +329,85 @@ fn a_discovered_claude_id_streams_on_the_anthropic_route() {
         assert_eq!(server.requests_to(path).len(), 1, "{model}");
     }
 }
+
+#[test]
+fn every_row_of_the_default_catalog_is_callable() {
+    // Discovers the local server's whole default catalog (curated Claude rows included) and
+    // streams a short reply from every row on whatever route the plugin picks. The local server
+    // refuses a model on a route Mantle does not serve it on, as Mantle does.
+    let server = MockMantle::start(None).unwrap();
+    let p = provider_with(&server, json!({}));
+    let catalog = p.catalog().unwrap();
+    let rows = catalog["provider"]["models"].as_array().unwrap().clone();
+    assert!(rows.len() >= 10, "{catalog}");
+    let mut surfaces = std::collections::BTreeSet::new();
+    for row in rows {
+        let id = row["id"].as_str().unwrap();
+        surfaces.insert(
+            row["api"]
+                .as_str()
+                .unwrap_or("openai-completions")
+                .to_string(),
+        );
+        let events = run_stream(&p, &request(id, "callable"));
+        assert_eq!(text_of(&events), "echo: callable", "{id}: {events:?}");
+        assert_eq!(terminal(&events).kind, EventKind::Done, "{id}");
+    }
+    assert_eq!(
+        surfaces.into_iter().collect::<Vec<_>>(),
+        [
+            "anthropic-messages",
+            "openai-completions",
+            "openai-responses"
+        ]
+    );
+}
+
+#[test]
+fn gpt_5_streams_on_the_responses_api_and_chat_completions_is_refused_for_it() {
+    let server = MockMantle::start(None).unwrap();
+    let p = provider_with(&server, json!({}));
+    let mut req = request("openai.gpt-5.5", "hello");
+    req["messages"] = json!([
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello"},
+    ]);
+    req["reasoning"] = json!("low");
+    req["max_tokens"] = json!(300);
+    let events = run_stream(&p, &req);
+    assert_eq!(text_of(&events), "echo: hello");
+    let usage = events
+        .iter()
+        .find(|e| e.kind == EventKind::Usage)
+        .unwrap()
+        .value();
+    assert_eq!(
+        (usage["input"].as_u64(), usage["output"].as_u64()),
+        (Some(11), Some(7))
+    );
+    let sent = &server.requests_to("/openai/v1/responses")[0];
+    let body = sent.json();
+    assert_eq!(body["instructions"], "be brief");
+    assert_eq!(
+        body["input"],
+        json!([{"role": "user", "content": [{"type": "input_text", "text": "hello"}]}])
+    );
+    assert_eq!(body["reasoning"], json!({"effort": "low"}));
+    assert_eq!(body["max_output_tokens"], 300);
+    assert_eq!(body["stream"], true);
+    assert_eq!(sent.header("authorization"), Some("Bearer k"));
+    // Pinned to chat completions, Mantle (and the local server) refuse it.
+    let pinned = provider_with(
+        &server,
+        json!({"models": [{"id": "openai.gpt-5.5", "api": "openai-completions"}]}),
+    );
+    let e = terminal(&run_stream(&pinned, &request("openai.gpt-5.5", "x"))).value();
+    assert_eq!(e["kind"], "bad_request");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not support the '/v1/chat/completions' API"),
+        "{e}"
+    );
+}

@@ -1,7 +1,9 @@
 //! A local Mantle-compatible server for tests, benchmarks and the demo.
 //!
-//! It speaks the three routes the provider uses: `GET /v1/models`,
-//! `POST /v1/chat/completions` (OpenAI SSE) and `POST /anthropic/v1/messages` (Anthropic SSE).
+//! It speaks the routes the provider uses: `GET /v1/models`, `POST /v1/chat/completions`
+//! (OpenAI SSE), `POST /anthropic/v1/messages` (Anthropic SSE) and `POST /openai/v1/responses` /
+//! `POST /v1/responses` (Responses SSE). Like Mantle it refuses GPT-5.x, Gemma 4 and xAI ids
+//! outside `/openai/v1/responses` with Mantle's message, and validates request bodies.
 //! It checks `Authorization: Bearer <token>` (401 on a wrong or missing token, and on a request
 //! that only carries `x-api-key`), records every request for assertions, and plays scripted
 //! replies with fault injection: status codes, delays, stalls, disconnects mid-stream,
@@ -44,6 +46,8 @@ pub enum Route {
     ChatCompletions,
     /// `POST /anthropic/v1/messages`
     AnthropicMessages,
+    /// `POST /openai/v1/responses` and `POST /v1/responses`
+    Responses,
 }
 
 /// One step of a scripted streaming body.
@@ -158,6 +162,7 @@ pub const DEFAULT_MODELS: &[&str] = &[
     "openai.gpt-oss-20b",
     "qwen.qwen3-32b",
     "deepseek.r1",
+    "openai.gpt-5.5",
     "anthropic.claude-opus-4-7",
 ];
 
@@ -371,6 +376,7 @@ async fn handle(
     let route = match (method.as_str(), uri.path()) {
         ("GET", "/v1/models") => Route::Models,
         ("POST", "/v1/chat/completions") => Route::ChatCompletions,
+        ("POST", "/openai/v1/responses") | ("POST", "/v1/responses") => Route::Responses,
         ("POST", "/anthropic/v1/messages") => Route::AnthropicMessages,
         _ => {
             return plain(
@@ -384,6 +390,9 @@ async fn handle(
         return rejection;
     }
     if let Some(rejection) = check_body(route, &recorded.body) {
+        return rejection;
+    }
+    if let Some(rejection) = check_route(route, &recorded) {
         return rejection;
     }
 
@@ -418,6 +427,29 @@ fn check_auth(inner: &Inner, req: &RecordedRequest) -> Option<Response> {
     ))
 }
 
+/// Model families Mantle serves only on the Responses API under `/openai/v1` (spec §7).
+const RESPONSES_ONLY: &[&str] = &["openai.gpt-5", "google.gemma-4", "xai."];
+
+/// Refuses a model on a route Mantle does not serve it on, with Mantle's message (spec §7).
+fn check_route(route: Route, req: &RecordedRequest) -> Option<Response> {
+    let model = req.json()["model"].as_str().unwrap_or_default().to_string();
+    let responses_only = RESPONSES_ONLY.iter().any(|p| model.starts_with(p));
+    let path = req.path.split('?').next().unwrap_or_default();
+    let refused = match route {
+        Route::ChatCompletions => responses_only,
+        Route::Responses => responses_only && path != "/openai/v1/responses",
+        _ => false,
+    };
+    refused.then(|| {
+        plain(
+            400,
+            &json!({"error": {"message": format!("The model '{model}' does not support the '{path}' API"),
+                "type": "validation_error", "code": null, "param": "model"}})
+            .to_string(),
+        )
+    })
+}
+
 /// Validates a request body like the real API does (see [`validate`]): a 400 in the surface's
 /// own error shape, naming the field.
 fn check_body(route: Route, body: &[u8]) -> Option<Response> {
@@ -429,6 +461,7 @@ fn check_body(route: Route, body: &[u8]) -> Option<Response> {
             message: format!("the request body is not valid JSON: {e}"),
         }),
         (Ok(v), Route::ChatCompletions) => validate::chat_completions(v),
+        (Ok(v), Route::Responses) => validate::responses(v),
         (Ok(v), Route::AnthropicMessages) => validate::anthropic_messages(v),
     };
     let invalid = verdict.err()?;
@@ -457,6 +490,7 @@ fn default_reply(inner: &Inner, route: Route, request: &Value) -> Reply {
             return Reply::json(&json!({"object": "list", "data": rows}));
         }
         Route::ChatCompletions => openai_text_stream(model, &echo_text(request), 8),
+        Route::Responses => responses_text_stream(model, &echo_text(request), 8),
         Route::AnthropicMessages => anthropic_text_stream(model, &echo_text(request), 8),
     };
     let delay = *inner.step_delay.lock().unwrap();
@@ -475,8 +509,13 @@ fn default_reply(inner: &Inner, route: Route, request: &Value) -> Reply {
 
 /// `echo: <text of the last user message>` for either request shape.
 pub fn echo_text(request: &Value) -> String {
-    let last_user = request["messages"]
+    if let Some(text) = request["input"].as_str() {
+        return format!("echo: {text}");
+    }
+    let messages = request["messages"]
         .as_array()
+        .or(request["input"].as_array());
+    let last_user = messages
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
         .cloned()
         .unwrap_or(Value::Null);
@@ -498,6 +537,55 @@ fn split_chars(text: &str, chunk_chars: usize) -> Vec<String> {
         .chunks(chunk_chars.max(1))
         .map(|c| c.iter().collect())
         .collect()
+}
+
+/// An OpenAI Responses event (`event:` line named after its `type`, then `data:`).
+pub fn responses_event(payload: &Value) -> Step {
+    let kind = payload["type"].as_str().unwrap_or("message");
+    Step::Bytes(format!("event: {kind}\ndata: {payload}\n\n").into_bytes())
+}
+
+/// A Responses stream of `text` in `chunk_chars` pieces: created, in_progress, a message item
+/// with output_text deltas, completed with usage.
+pub fn responses_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec<Step> {
+    let response =
+        json!({"id": "resp_mock", "object": "response", "model": model, "status": "in_progress"});
+    let mut steps = vec![
+        responses_event(
+            &json!({"type": "response.created", "sequence_number": 0, "response": response}),
+        ),
+        responses_event(
+            &json!({"type": "response.in_progress", "sequence_number": 1, "response": response}),
+        ),
+        responses_event(
+            &json!({"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
+            "item": {"id": "msg_mock", "type": "message", "role": "assistant", "status": "in_progress", "content": []}}),
+        ),
+        responses_event(
+            &json!({"type": "response.content_part.added", "sequence_number": 3, "item_id": "msg_mock",
+            "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+    ];
+    let mut seq = 4;
+    for piece in split_chars(text, chunk_chars) {
+        steps.push(responses_event(
+            &json!({"type": "response.output_text.delta", "sequence_number": seq,
+            "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": piece}),
+        ));
+        seq += 1;
+    }
+    steps.push(responses_event(
+        &json!({"type": "response.output_text.done", "sequence_number": seq,
+        "item_id": "msg_mock", "output_index": 0, "content_index": 0, "text": text}),
+    ));
+    steps.push(responses_event(&json!({"type": "response.output_item.done", "sequence_number": seq + 1,
+        "output_index": 0, "item": {"id": "msg_mock", "type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}})));
+    steps.push(responses_event(&json!({"type": "response.completed", "sequence_number": seq + 2,
+        "response": {"id": "resp_mock", "object": "response", "model": model, "status": "completed",
+            "usage": {"input_tokens": 11, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 18}}})));
+    steps
 }
 
 /// An SSE `data:` event with a trailing blank line.

@@ -338,6 +338,144 @@ fn chat_content(content: &Value, at: &str, role: &str) -> Check {
 }
 
 // ---------------------------------------------------------------------------------------------
+// OpenAI Responses.
+
+const RESPONSES_FIELDS: &[&str] = &[
+    "model",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "reasoning",
+    "tools",
+    "tool_choice",
+    "stream",
+    "parallel_tool_calls",
+    "store",
+    "metadata",
+    "previous_response_id",
+    "text",
+    "truncation",
+    "user",
+    "include",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+    "background",
+    "top_logprobs",
+    "max_tool_calls",
+    "conversation",
+    "prompt",
+    "stream_options",
+];
+
+/// Checks a Responses request body.
+pub fn responses(body: &Value) -> Check {
+    let Some(obj) = body.as_object() else {
+        return Err(invalid("body", "the request body must be a JSON object"));
+    };
+    only_known(obj, RESPONSES_FIELDS, "")?;
+    expect(
+        obj.get("model").is_some_and(Value::is_string),
+        "model",
+        "a string (required)",
+    )?;
+    match obj.get("input") {
+        Some(Value::String(_)) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("input[{i}]");
+                let ok = match item["type"].as_str() {
+                    Some("function_call") => {
+                        item["call_id"].is_string()
+                            && item["name"].is_string()
+                            && item["arguments"].is_string()
+                    }
+                    Some("function_call_output") => {
+                        item["call_id"].is_string() && item["output"].is_string()
+                    }
+                    Some("message") | None => {
+                        let role_ok = item["role"].as_str().is_some_and(|r| {
+                            ["user", "assistant", "system", "developer"].contains(&r)
+                        });
+                        let content_ok = item["content"].is_string()
+                            || item["content"].as_array().is_some_and(|parts| {
+                                parts.iter().all(|p| {
+                                    matches!(
+                                        p["type"].as_str(),
+                                        Some("input_text") | Some("output_text")
+                                    ) && p["text"].is_string()
+                                        || p["type"] == "input_image" && p["image_url"].is_string()
+                                })
+                            });
+                        role_ok && content_ok
+                    }
+                    _ => false,
+                };
+                expect(
+                    ok,
+                    &at,
+                    "a message, function_call or function_call_output item",
+                )?;
+            }
+        }
+        _ => {
+            return Err(invalid(
+                "input",
+                "expected a string or an array of input items (required)",
+            ))
+        }
+    }
+    if let Some(v) = obj.get("max_output_tokens") {
+        expect(v.is_u64(), "max_output_tokens", "a non-negative integer")?;
+    }
+    if let Some(v) = obj.get("temperature") {
+        number_in(v, "temperature", 0.0, 2.0)?;
+    }
+    if let Some(v) = obj.get("reasoning") {
+        let ok = v["effort"]
+            .as_str()
+            .is_none_or(|e| ["none", "minimal", "low", "medium", "high", "xhigh"].contains(&e));
+        expect(
+            v.is_object() && ok,
+            "reasoning.effort",
+            "one of none, minimal, low, medium, high, xhigh",
+        )?;
+    }
+    if let Some(v) = obj.get("tools") {
+        let tools = v
+            .as_array()
+            .ok_or_else(|| invalid("tools", "expected an array"))?;
+        for (i, t) in tools.iter().enumerate() {
+            let ok =
+                t["type"] == "function" && t["name"].is_string() && t.get("function").is_none();
+            expect(
+                ok,
+                &format!("tools[{i}]"),
+                "a function tool {type: \"function\", name, parameters}",
+            )?;
+        }
+    }
+    if let Some(v) = obj.get("tool_choice") {
+        let ok = match v {
+            Value::String(s) => ["none", "auto", "required"].contains(&s.as_str()),
+            Value::Object(o) => {
+                o.get("type") == Some(&Value::from("function"))
+                    && o.get("name").is_some_and(Value::is_string)
+            }
+            _ => false,
+        };
+        expect(
+            ok,
+            "tool_choice",
+            "\"none\", \"auto\", \"required\" or {type: \"function\", name}",
+        )?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Anthropic Messages.
 
 const MESSAGES_FIELDS: &[&str] = &[

@@ -7,6 +7,8 @@ use serde_json::{json, Map, Value};
 
 use crate::catalog::ModelRow;
 
+pub mod responses;
+
 /// Keys of the canonical request that are ours, not OpenAI's; never sent upstream.
 const OWN_KEYS: [&str; 6] = [
     "reasoning",

@@ -1,0 +1,312 @@
+//! Decoder for the OpenAI Responses stream (spec §7): typed events (`data.type`, echoed in the
+//! SSE `event:` field) mapped to the same normalized events as the other two routes.
+
+use serde_json::Value;
+
+use super::{events::*, sse::SseEvent, Decoder};
+use crate::errors::{ErrorKind, StreamError};
+
+/// State of one Responses stream.
+#[derive(Debug, Default)]
+pub struct ResponsesDecoder {
+    started: bool,
+    /// `output_index` of each function call, in order: the position is the normalized index.
+    calls: Vec<u64>,
+    /// Calls whose arguments are complete.
+    ended: Vec<u64>,
+}
+
+impl ResponsesDecoder {
+    fn call_index(&self, output_index: u64) -> Option<u32> {
+        self.calls
+            .iter()
+            .position(|i| *i == output_index)
+            .and_then(|p| u32::try_from(p).ok())
+    }
+
+    fn end_call(&mut self, output_index: u64, out: &mut Vec<StreamEvent>) {
+        if let Some(index) = self.call_index(output_index) {
+            if !self.ended.contains(&output_index) {
+                self.ended.push(output_index);
+                out.push(StreamEvent::ToolCallEnd { index });
+            }
+        }
+    }
+
+    /// Usage and the terminal event from a finished `response` object.
+    fn finish(&mut self, response: &Value, stop_reason: StopReason, out: &mut Vec<StreamEvent>) {
+        for output_index in self.calls.clone() {
+            self.end_call(output_index, out);
+        }
+        let u = &response["usage"];
+        if u.is_object() {
+            out.push(StreamEvent::Usage(Usage {
+                input: u["input_tokens"].as_u64().unwrap_or(0),
+                output: u["output_tokens"].as_u64().unwrap_or(0),
+                cache_read: u["input_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .unwrap_or(0),
+                cache_write: 0,
+                reasoning: u["output_tokens_details"]["reasoning_tokens"]
+                    .as_u64()
+                    .unwrap_or(0),
+            }));
+        }
+        out.push(StreamEvent::Done { stop_reason });
+    }
+}
+
+fn error_event(error: &Value) -> StreamEvent {
+    StreamEvent::Error(StreamError::from_upstream(
+        None,
+        &serde_json::json!({"error": error}).to_string(),
+    ))
+}
+
+impl Decoder for ResponsesDecoder {
+    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
+        let v: Value = match crate::limits::parse_json(&ev.data) {
+            Ok(v) => v,
+            Err(e) => {
+                out.push(StreamEvent::Error(StreamError::new(
+                    ErrorKind::Protocol,
+                    None,
+                    format!("malformed event: {e}"),
+                )));
+                return true;
+            }
+        };
+        let kind = v["type"]
+            .as_str()
+            .or(ev.event.as_deref())
+            .unwrap_or_default();
+        if !self.started && kind != "error" {
+            self.started = true;
+            let response = &v["response"];
+            out.push(StreamEvent::Start {
+                id: response["id"].as_str().map(str::to_string),
+                model: response["model"].as_str().map(str::to_string),
+            });
+        }
+        match kind {
+            "response.output_text.delta" => {
+                if let Some(text) = v["delta"].as_str().filter(|t| !t.is_empty()) {
+                    out.push(StreamEvent::TextDelta {
+                        text: text.to_string(),
+                    });
+                }
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                if let Some(text) = v["delta"].as_str().filter(|t| !t.is_empty()) {
+                    out.push(StreamEvent::ReasoningDelta {
+                        text: text.to_string(),
+                        signature: None,
+                    });
+                }
+            }
+            "response.output_item.added" if v["item"]["type"] == "function_call" => {
+                let output_index = v["output_index"].as_u64().unwrap_or(0);
+                if self.call_index(output_index).is_none() {
+                    self.calls.push(output_index);
+                    let item = &v["item"];
+                    out.push(StreamEvent::ToolCallStart {
+                        index: self.call_index(output_index).unwrap_or(0),
+                        id: item["call_id"].as_str().unwrap_or_default().to_string(),
+                        name: item["name"].as_str().unwrap_or_default().to_string(),
+                    });
+                    if let Some(args) = item["arguments"].as_str().filter(|a| !a.is_empty()) {
+                        out.push(StreamEvent::ToolCallDelta {
+                            index: self.call_index(output_index).unwrap_or(0),
+                            arguments: args.to_string(),
+                        });
+                    }
+                }
+            }
+            "response.function_call_arguments.delta" => {
+                let output_index = v["output_index"].as_u64().unwrap_or(0);
+                if let (Some(index), Some(args)) = (
+                    self.call_index(output_index),
+                    v["delta"].as_str().filter(|a| !a.is_empty()),
+                ) {
+                    out.push(StreamEvent::ToolCallDelta {
+                        index,
+                        arguments: args.to_string(),
+                    });
+                }
+            }
+            "response.function_call_arguments.done" => {
+                self.end_call(v["output_index"].as_u64().unwrap_or(0), out);
+            }
+            "response.completed" => {
+                let stop = if self.calls.is_empty() {
+                    StopReason::Stop
+                } else {
+                    StopReason::ToolUse
+                };
+                self.finish(&v["response"], stop, out);
+                return true;
+            }
+            "response.incomplete" => {
+                let response = &v["response"];
+                let stop = match response["incomplete_details"]["reason"].as_str() {
+                    Some("max_output_tokens") => StopReason::Length,
+                    Some("content_filter") => StopReason::ContentFilter,
+                    _ => StopReason::Other,
+                };
+                self.finish(response, stop, out);
+                return true;
+            }
+            "response.failed" => {
+                out.push(error_event(&v["response"]["error"]));
+                return true;
+            }
+            "error" => {
+                let error = if v["error"].is_object() {
+                    &v["error"]
+                } else {
+                    &v
+                };
+                out.push(error_event(error));
+                return true;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn on_eof(&mut self, out: &mut Vec<StreamEvent>) {
+        out.push(StreamEvent::Error(StreamError::new(
+            ErrorKind::Network,
+            None,
+            "upstream closed the stream before response.completed",
+        )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decode(events: &[Value]) -> Vec<StreamEvent> {
+        let mut d = ResponsesDecoder::default();
+        let mut out = Vec::new();
+        for e in events {
+            if d.on_event(
+                &SseEvent {
+                    event: e["type"].as_str().map(str::to_string),
+                    data: e.to_string(),
+                },
+                &mut out,
+            ) {
+                return out;
+            }
+        }
+        d.on_eof(&mut out);
+        out
+    }
+
+    #[test]
+    fn text_reasoning_tool_calls_and_usage() {
+        let events = decode(&[
+            json!({"type": "response.created", "response": {"id": "resp_1", "model": "openai.gpt-5.5"}}),
+            json!({"type": "response.in_progress", "response": {"id": "resp_1"}}),
+            json!({"type": "response.output_item.added", "output_index": 0, "item": {"type": "reasoning"}}),
+            json!({"type": "response.reasoning_summary_text.delta", "output_index": 0, "delta": "think"}),
+            json!({"type": "response.output_item.added", "output_index": 1, "item": {"type": "message"}}),
+            json!({"type": "response.content_part.added", "output_index": 1}),
+            json!({"type": "response.output_text.delta", "output_index": 1, "delta": "Hi"}),
+            json!({"type": "response.output_item.added", "output_index": 2,
+                "item": {"type": "function_call", "call_id": "call_9", "name": "get", "arguments": ""}}),
+            json!({"type": "response.function_call_arguments.delta", "output_index": 2, "delta": "{\"a\":"}),
+            json!({"type": "response.function_call_arguments.delta", "output_index": 2, "delta": "1}"}),
+            json!({"type": "response.function_call_arguments.done", "output_index": 2, "arguments": "{\"a\":1}"}),
+            json!({"type": "response.output_item.done", "output_index": 2}),
+            json!({"type": "response.completed", "response": {"id": "resp_1", "usage": {
+                "input_tokens": 10, "output_tokens": 5,
+                "input_tokens_details": {"cached_tokens": 3},
+                "output_tokens_details": {"reasoning_tokens": 2}}}}),
+        ]);
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Start {
+                    id: Some("resp_1".into()),
+                    model: Some("openai.gpt-5.5".into())
+                },
+                StreamEvent::ReasoningDelta {
+                    text: "think".into(),
+                    signature: None
+                },
+                StreamEvent::TextDelta { text: "Hi".into() },
+                StreamEvent::ToolCallStart {
+                    index: 0,
+                    id: "call_9".into(),
+                    name: "get".into()
+                },
+                StreamEvent::ToolCallDelta {
+                    index: 0,
+                    arguments: "{\"a\":".into()
+                },
+                StreamEvent::ToolCallDelta {
+                    index: 0,
+                    arguments: "1}".into()
+                },
+                StreamEvent::ToolCallEnd { index: 0 },
+                StreamEvent::Usage(Usage {
+                    input: 10,
+                    output: 5,
+                    cache_read: 3,
+                    cache_write: 0,
+                    reasoning: 2
+                }),
+                StreamEvent::Done {
+                    stop_reason: StopReason::ToolUse
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn incomplete_failed_error_and_eof() {
+        let created = json!({"type": "response.created", "response": {"id": "r"}});
+        let incomplete = decode(&[
+            created.clone(),
+            json!({"type": "response.output_text.delta", "delta": "par"}),
+            json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}}),
+        ]);
+        assert_eq!(
+            incomplete.last(),
+            Some(&StreamEvent::Done {
+                stop_reason: StopReason::Length
+            })
+        );
+        let failed = decode(&[
+            created.clone(),
+            json!({"type": "response.output_text.delta", "delta": "par"}),
+            json!({"type": "response.failed", "response": {"error": {"code": "server_error", "message": "The server is overloaded"}}}),
+        ]);
+        match failed.last() {
+            Some(StreamEvent::Error(e)) => {
+                assert_eq!(e.kind, ErrorKind::Overloaded);
+                assert_eq!(e.message, "The server is overloaded");
+            }
+            other => panic!("{other:?}"),
+        }
+        let error = decode(&[
+            json!({"type": "error", "code": "rate_limit_exceeded", "message": "slow down"}),
+        ]);
+        match error.as_slice() {
+            [StreamEvent::Error(e)] => assert_eq!(
+                (e.kind, e.message.as_str()),
+                (ErrorKind::RateLimit, "slow down")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let cut = decode(&[
+            created,
+            json!({"type": "response.output_text.delta", "delta": "par"}),
+        ]);
+        assert!(matches!(cut.last(), Some(StreamEvent::Error(e)) if e.kind == ErrorKind::Network));
+    }
+}
