@@ -27,14 +27,10 @@ fn stop_reason(s: &str) -> StopReason {
 
 impl Decoder for AnthropicDecoder {
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
-        let v: Value = match crate::limits::parse_json(&ev.data) {
+        let v: Value = match super::parse_payload(&ev.data) {
             Ok(v) => v,
-            Err(e) => {
-                out.push(StreamEvent::Error(StreamError::new(
-                    ErrorKind::Protocol,
-                    None,
-                    format!("malformed event: {e}"),
-                )));
+            Err(error) => {
+                out.push(error);
                 return true;
             }
         };
@@ -114,9 +110,7 @@ impl Decoder for AnthropicDecoder {
                 return true;
             }
             "error" => {
-                out.push(StreamEvent::Error(StreamError::from_upstream(
-                    None, &ev.data,
-                )));
+                out.push(super::upstream_error_event(&v["error"]));
                 return true;
             }
             _ => {} // ping and future event types

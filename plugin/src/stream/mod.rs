@@ -38,6 +38,27 @@ pub trait Decoder: Send {
     fn on_eof(&mut self, out: &mut Vec<StreamEvent>);
 }
 
+/// Parses one SSE event's JSON payload (nesting-limited), or the `protocol` error event that
+/// ends the stream: what every decoder does first.
+pub fn parse_payload(data: &str) -> Result<serde_json::Value, StreamEvent> {
+    crate::limits::parse_json(data).map_err(|e| {
+        StreamEvent::Error(StreamError::new(
+            ErrorKind::Protocol,
+            None,
+            format!("malformed event: {e}"),
+        ))
+    })
+}
+
+/// The error event for an upstream in-stream error object (`{message, type, code, ...}`),
+/// classified like an error body (spec §6).
+pub fn upstream_error_event(error: &serde_json::Value) -> StreamEvent {
+    StreamEvent::Error(StreamError::from_upstream(
+        None,
+        &serde_json::json!({"error": error}).to_string(),
+    ))
+}
+
 /// Timeouts for one stream.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {

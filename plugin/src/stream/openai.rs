@@ -57,22 +57,15 @@ impl Decoder for OpenAiDecoder {
             });
             return true;
         }
-        let chunk: Value = match crate::limits::parse_json(&ev.data) {
+        let chunk: Value = match super::parse_payload(&ev.data) {
             Ok(v) => v,
-            Err(e) => {
-                out.push(StreamEvent::Error(StreamError::new(
-                    ErrorKind::Protocol,
-                    None,
-                    format!("malformed chunk: {e}"),
-                )));
+            Err(error) => {
+                out.push(error);
                 return true;
             }
         };
         if let Some(err) = chunk.get("error") {
-            out.push(StreamEvent::Error(StreamError::from_upstream(
-                None,
-                &serde_json::json!({"error": err}).to_string(),
-            )));
+            out.push(super::upstream_error_event(err));
             return true;
         }
         if !self.started {

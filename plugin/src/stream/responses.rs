@@ -56,23 +56,12 @@ impl ResponsesDecoder {
     }
 }
 
-fn error_event(error: &Value) -> StreamEvent {
-    StreamEvent::Error(StreamError::from_upstream(
-        None,
-        &serde_json::json!({"error": error}).to_string(),
-    ))
-}
-
 impl Decoder for ResponsesDecoder {
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
-        let v: Value = match crate::limits::parse_json(&ev.data) {
+        let v: Value = match super::parse_payload(&ev.data) {
             Ok(v) => v,
-            Err(e) => {
-                out.push(StreamEvent::Error(StreamError::new(
-                    ErrorKind::Protocol,
-                    None,
-                    format!("malformed event: {e}"),
-                )));
+            Err(error) => {
+                out.push(error);
                 return true;
             }
         };
@@ -157,7 +146,7 @@ impl Decoder for ResponsesDecoder {
                 return true;
             }
             "response.failed" => {
-                out.push(error_event(&v["response"]["error"]));
+                out.push(super::upstream_error_event(&v["response"]["error"]));
                 return true;
             }
             "error" => {
@@ -166,7 +155,7 @@ impl Decoder for ResponsesDecoder {
                 } else {
                     &v
                 };
-                out.push(error_event(error));
+                out.push(super::upstream_error_event(error));
                 return true;
             }
             _ => {}

@@ -77,6 +77,24 @@ fn only_known(obj: &Map<String, Value>, known: &[&str], at: &str) -> Check {
     }
 }
 
+/// The OpenAI-shaped prologue: a JSON object with only `known` top-level fields and a string
+/// `model`.
+fn object_with_model<'a>(
+    body: &'a Value,
+    known: &[&str],
+) -> Result<&'a Map<String, Value>, Invalid> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| invalid("body", "the request body must be a JSON object"))?;
+    only_known(obj, known, "")?;
+    expect(
+        obj.get("model").is_some_and(Value::is_string),
+        "model",
+        "a string (required)",
+    )?;
+    Ok(obj)
+}
+
 // ---------------------------------------------------------------------------------------------
 // OpenAI Chat Completions.
 
@@ -117,15 +135,7 @@ const CHAT_FIELDS: &[&str] = &[
 
 /// Checks a Chat Completions request body.
 pub fn chat_completions(body: &Value) -> Check {
-    let Some(obj) = body.as_object() else {
-        return Err(invalid("body", "the request body must be a JSON object"));
-    };
-    only_known(obj, CHAT_FIELDS, "")?;
-    expect(
-        obj.get("model").is_some_and(Value::is_string),
-        "model",
-        "a string (required)",
-    )?;
+    let obj = object_with_model(body, CHAT_FIELDS)?;
     let messages = obj.get("messages").and_then(Value::as_array);
     let Some(messages) = messages.filter(|m| !m.is_empty()) else {
         return Err(invalid("messages", "expected a non-empty array (required)"));
@@ -372,15 +382,7 @@ const RESPONSES_FIELDS: &[&str] = &[
 
 /// Checks a Responses request body.
 pub fn responses(body: &Value) -> Check {
-    let Some(obj) = body.as_object() else {
-        return Err(invalid("body", "the request body must be a JSON object"));
-    };
-    only_known(obj, RESPONSES_FIELDS, "")?;
-    expect(
-        obj.get("model").is_some_and(Value::is_string),
-        "model",
-        "a string (required)",
-    )?;
+    let obj = object_with_model(body, RESPONSES_FIELDS)?;
     match obj.get("input") {
         Some(Value::String(_)) => {}
         Some(Value::Array(items)) => {
