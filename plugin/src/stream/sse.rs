@@ -243,6 +243,25 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_is_exact() {
+        // Surviving mutants: `*` for `+` in the default, `>=` for `>` in both checks.
+        assert_eq!(DEFAULT_MAX_EVENT_BYTES, 1_048_576);
+        let mut p = SseParser::new(16);
+        let mut out = Vec::new();
+        // A partial line of exactly the limit waits for more; one byte more is refused.
+        assert_eq!(p.feed(&[b'a'; 16], &mut out), Ok(()));
+        assert_eq!(p.feed(b"a", &mut out), Err(SseError::TooLarge(16)));
+        // Event data of exactly the limit is delivered.
+        let mut p = SseParser::new(16);
+        assert_eq!(p.feed(b"data: 0123456789abcdef\n\n", &mut out), Ok(()));
+        assert_eq!(out.last().map(|e| e.data.as_str()), Some("0123456789abcdef"));
+        assert_eq!(
+            p.feed(b"data: 0123456789abcdefg\n\n", &mut out),
+            Err(SseError::TooLarge(16))
+        );
+    }
+
+    #[test]
     fn invalid_utf8_is_an_error() {
         let mut p = SseParser::default();
         assert_eq!(
