@@ -254,7 +254,10 @@ mod tests {
         // Event data of exactly the limit is delivered.
         let mut p = SseParser::new(16);
         assert_eq!(p.feed(b"data: 0123456789abcdef\n\n", &mut out), Ok(()));
-        assert_eq!(out.last().map(|e| e.data.as_str()), Some("0123456789abcdef"));
+        assert_eq!(
+            out.last().map(|e| e.data.as_str()),
+            Some("0123456789abcdef")
+        );
         assert_eq!(
             p.feed(b"data: 0123456789abcdefg\n\n", &mut out),
             Err(SseError::TooLarge(16))
