@@ -20,7 +20,10 @@ use crate::{
     request::{self, CanonicalRequest},
     routes::Endpoints,
     state::{Adopted, DiscoveryEntry, StateBlob, TokenEntry, STATE_FORMAT},
-    stream::{Route, StreamHandle, Timeouts, UpstreamRequest},
+    stream::{
+        recover::{Recover, Recovery, Refusal},
+        Route, StreamHandle, Timeouts, UpstreamRequest,
+    },
 };
 
 /// The AWS SDKs' per-service endpoint variable for Mantle: replaces the derived origin when
@@ -97,6 +100,71 @@ pub struct Core {
     cache: DiscoveryCache,
     timeouts: Timeouts,
     discovery_limits: discovery::Limits,
+    /// Per model: the route and the dropped parameters Mantle's refusals taught (spec §7).
+    learned: std::sync::Mutex<std::collections::HashMap<String, Learned>>,
+}
+
+/// What Mantle's refusals taught about one model.
+#[derive(Debug, Clone, Default)]
+struct Learned {
+    /// The surface that worked after a route refusal.
+    route: Option<String>,
+    /// Top-level parameters the model refused.
+    dropped: Vec<String>,
+}
+
+/// Rebuilds a refused request (one per stream, see [`crate::stream::recover`]).
+struct Recoverer {
+    core: std::sync::Weak<Core>,
+    request: CanonicalRequest,
+    model: ModelRow,
+    api: String,
+}
+
+impl Recover for Recoverer {
+    fn recover(&self, refusal: &Refusal, refused: &UpstreamRequest) -> Option<UpstreamRequest> {
+        let core = self.core.upgrade()?;
+        let id = self.request.model.as_str();
+        match refusal {
+            Refusal::WrongRoute => {
+                let other = match self.api.as_str() {
+                    API_OPENAI_COMPLETIONS => API_OPENAI_RESPONSES,
+                    API_OPENAI_RESPONSES => API_OPENAI_COMPLETIONS,
+                    _ => return None,
+                };
+                core.learn(
+                    id,
+                    |l| l.route.replace(other.to_string()).as_deref() != Some(other),
+                    other,
+                );
+                let mut next = core.build(&self.request, &self.model, other, refused.token.clone());
+                next.recovery = None;
+                for param in core.learned_for(id).dropped {
+                    if let Some(body) = next.body.as_object_mut() {
+                        body.remove(&param);
+                    }
+                }
+                Some(next)
+            }
+            Refusal::Parameter(name) => {
+                let mut next = refused.clone();
+                next.body.as_object_mut()?.remove(name)?;
+                next.recovery = None;
+                core.learn(
+                    id,
+                    |l| {
+                        let new = !l.dropped.contains(name);
+                        if new {
+                            l.dropped.push(name.clone());
+                        }
+                        new
+                    },
+                    &format!("drop {name}"),
+                );
+                Some(next)
+            }
+        }
+    }
 }
 
 /// A provider instance with its own runtime.
@@ -191,6 +259,7 @@ impl Provider {
             cache: DiscoveryCache::default(),
             timeouts: options.timeouts,
             discovery_limits: options.discovery_limits,
+            learned: Default::default(),
         };
         Ok(Provider {
             runtime: Some(runtime),
@@ -525,19 +594,47 @@ impl Core {
     }
 
     /// Builds the upstream request: route, URL, headers, body, token.
-    pub async fn prepare(&self, req: &CanonicalRequest) -> Result<UpstreamRequest, StreamError> {
-        let model = self.model_row(&req.model);
-        let api = model
-            .api
-            .clone()
-            .or_else(|| self.config.api.clone())
-            .unwrap_or_else(|| API_OPENAI_COMPLETIONS.into());
+    pub async fn prepare(
+        self: &Arc<Self>,
+        req: &CanonicalRequest,
+    ) -> Result<UpstreamRequest, StreamError> {
         let token = self
             .auth
             .resolve()
             .await
             .map_err(|e| StreamError::new(ErrorKind::Auth, None, e.to_string()))?;
-        let (route, url, body, mut headers) = match api.as_str() {
+        let model = self.model_row(&req.model);
+        let learned = self.learned_for(&req.model);
+        let api = learned
+            .route
+            .clone()
+            .or_else(|| model.api.clone())
+            .or_else(|| self.config.api.clone())
+            .unwrap_or_else(|| API_OPENAI_COMPLETIONS.into());
+        let mut upstream = self.build(req, &model, &api, token.token);
+        for param in &learned.dropped {
+            if let Some(body) = upstream.body.as_object_mut() {
+                body.remove(param);
+            }
+        }
+        upstream.recovery = Some(Recovery(Arc::new(Recoverer {
+            core: Arc::downgrade(self),
+            request: req.clone(),
+            model,
+            api,
+        })));
+        Ok(upstream)
+    }
+
+    /// The upstream request for `req` on surface `api`: route, URL, headers, body.
+    fn build(
+        &self,
+        req: &CanonicalRequest,
+        model: &ModelRow,
+        api: &str,
+        token: crate::secret::Secret,
+    ) -> UpstreamRequest {
+        let (route, url, body, mut headers) = match api {
             API_ANTHROPIC_MESSAGES => {
                 let mut model_headers = std::collections::BTreeMap::new();
                 for (k, v) in self.config.headers.iter().flatten() {
@@ -549,33 +646,33 @@ impl Core {
                 (
                     Route::Anthropic,
                     self.endpoints.anthropic_messages_url(),
-                    request::anthropic_body(req, &model),
+                    request::anthropic_body(req, model),
                     request::anthropic_headers(Some(&model_headers), &req.headers),
                 )
             }
             API_OPENAI_RESPONSES => (
                 Route::Responses,
                 self.endpoints.responses_url(&req.model),
-                request::responses::responses_body(req, &model),
-                self.openai_headers(&model, req),
+                request::responses::responses_body(req, model),
+                self.openai_headers(model, req),
             ),
             _ => (
                 Route::OpenAi,
                 self.endpoints.chat_completions_url(),
-                request::openai_body(req, &model),
-                self.openai_headers(&model, req),
+                request::openai_body(req, model),
+                self.openai_headers(model, req),
             ),
         };
         // Nobody may override the bearer token or send it as an Anthropic API key.
         headers.retain(|(k, _)| {
             !k.eq_ignore_ascii_case("authorization") && !k.eq_ignore_ascii_case("x-api-key")
         });
-        Ok(UpstreamRequest {
+        UpstreamRequest {
             route,
             url,
             headers,
             body,
-            token: token.token,
+            token,
             include_raw: req.include_raw,
             max_retry_delay: Duration::from_millis(req.max_retry_delay_ms),
             timeouts: Timeouts {
@@ -588,7 +685,30 @@ impl Core {
                     .map(Duration::from_millis)
                     .unwrap_or(self.timeouts.idle),
             },
-        })
+            recovery: None,
+        }
+    }
+
+    /// What refusals taught this provider about `model`.
+    fn learned_for(&self, model: &str) -> Learned {
+        self.learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(model)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Remembers a route or a dropped parameter for `model` (logged once, at info).
+    fn learn(&self, model: &str, change: impl FnOnce(&mut Learned) -> bool, what: &str) {
+        let mut all = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        if change(all.entry(model.to_string()).or_default()) {
+            tracing::info!(
+                model,
+                change = what,
+                "Mantle refused a request; remembering for this model"
+            );
+        }
     }
 
     /// The discovery cache (state handover).

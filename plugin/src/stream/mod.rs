@@ -14,6 +14,7 @@ pub mod anthropic;
 pub mod events;
 pub mod openai;
 pub mod queue;
+pub mod recover;
 pub mod responses;
 pub mod sse;
 
@@ -111,6 +112,8 @@ pub struct UpstreamRequest {
     pub max_retry_delay: Duration,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Rebuilds the request after a route or parameter refusal (at most once per stream).
+    pub recovery: Option<recover::Recovery>,
 }
 
 /// One pull's result.
@@ -324,13 +327,34 @@ async fn read_capped(response: reqwest::Response, cap: usize) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
-async fn run(client: reqwest::Client, req: UpstreamRequest, queue: &EventQueue) {
+async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQueue) {
     let mut attempt = 0;
+    // URLs tried before a recovery, for the error if the recovered request fails too.
+    let mut refused_at: Option<String> = None;
     let response = loop {
         attempt += 1;
         match send(&client, &req).await {
             Ok(r) => break r,
-            Err(AttemptError::Fatal(e)) => return emit_error(queue, &req, e).await,
+            Err(AttemptError::Fatal(mut e)) => {
+                let next = match (&refused_at, recover::refusal(&e), &req.recovery) {
+                    (None, Some(refusal), Some(recovery)) => recovery
+                        .0
+                        .recover(&refusal, &req)
+                        .map(|next| (refusal, next)),
+                    _ => None,
+                };
+                if let Some((refusal, next)) = next {
+                    tracing::debug!(?refusal, from = %req.url, to = %next.url, "retrying after a refusal");
+                    refused_at = Some(req.url.clone());
+                    req = next;
+                    attempt = 0;
+                    continue;
+                }
+                if let Some(first) = refused_at.as_ref().filter(|first| **first != req.url) {
+                    e.message = format!("{} (tried {first} and {})", e.message, req.url);
+                }
+                return emit_error(queue, &req, e).await;
+            }
             Err(AttemptError::Retry(e, retry_after)) => {
                 let delay = (attempt < MAX_ATTEMPTS)
                     .then(|| retry_delay(attempt, retry_after, req.max_retry_delay))

@@ -364,7 +364,7 @@ fn every_row_of_the_default_catalog_is_callable() {
 }
 
 #[test]
-fn gpt_5_streams_on_the_responses_api_and_chat_completions_is_refused_for_it() {
+fn gpt_5_streams_on_the_responses_api() {
     let server = MockMantle::start(None).unwrap();
     let p = provider_with(&server, json!({}));
     let mut req = request("openai.gpt-5.5", "hello");
@@ -396,18 +396,99 @@ fn gpt_5_streams_on_the_responses_api_and_chat_completions_is_refused_for_it() {
     assert_eq!(body["max_output_tokens"], 300);
     assert_eq!(body["stream"], true);
     assert_eq!(sent.header("authorization"), Some("Bearer k"));
-    // Pinned to chat completions, Mantle (and the local server) refuse it.
-    let pinned = provider_with(
+    // Pinned elsewhere, Mantle (and the local server) refuse it: see
+    // a_model_refused_on_its_route_is_retried_once_on_the_other_and_remembered.
+}
+
+#[test]
+fn a_model_refused_on_its_route_is_retried_once_on_the_other_and_remembered() {
+    let server = MockMantle::start(None).unwrap();
+    // Pinned to chat completions, where Mantle refuses GPT-5.x before any byte.
+    let p = provider_with(
         &server,
         json!({"models": [{"id": "openai.gpt-5.5", "api": "openai-completions"}]}),
     );
-    let e = terminal(&run_stream(&pinned, &request("openai.gpt-5.5", "x"))).value();
-    assert_eq!(e["kind"], "bad_request");
-    assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains("does not support the '/v1/chat/completions' API"),
-        "{e}"
+    let events = run_stream(&p, &request("openai.gpt-5.5", "first"));
+    assert_eq!(text_of(&events), "echo: first", "{events:?}");
+    assert_eq!(server.requests_to("/v1/chat/completions").len(), 1);
+    assert_eq!(server.requests_to("/openai/v1/responses").len(), 1);
+    // Remembered: the next request goes to the Responses API at once.
+    let events = run_stream(&p, &request("openai.gpt-5.5", "second"));
+    assert_eq!(text_of(&events), "echo: second");
+    assert_eq!(
+        server.requests_to("/v1/chat/completions").len(),
+        1,
+        "not tried again"
     );
+    assert_eq!(server.requests_to("/openai/v1/responses").len(), 2);
+}
+
+#[test]
+fn a_refused_parameter_is_dropped_retried_once_and_remembered() {
+    let server = MockMantle::start(None).unwrap();
+    let p = provider_with(&server, json!({}));
+    let mut req = request("openai.gpt-5.5", "sampled");
+    req["temperature"] = json!(0.3);
+    let events = run_stream(&p, &req);
+    assert_eq!(text_of(&events), "echo: sampled", "{events:?}");
+    let sent = server.requests_to("/openai/v1/responses");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].json()["temperature"], json!(0.3));
+    assert!(sent[1].json().get("temperature").is_none());
+    // Remembered: the next request leaves it out from the start.
+    server.clear_requests();
+    run_stream(&p, &req);
+    let sent = server.requests_to("/openai/v1/responses");
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].json().get("temperature").is_none());
+}
+
+#[test]
+fn a_second_refusal_ends_the_stream_naming_what_was_refused() {
+    let server = MockMantle::start(None).unwrap();
+    let p = provider_with(&server, json!({}));
+    let refuse = |message: &str| {
+        Reply::status(
+            400,
+            json!({"error": {"message": message, "type": "invalid_request_error"}}).to_string(),
+        )
+    };
+    // Two different parameters refused: one recovery per stream, then a bad_request naming it.
+    server.push(
+        Route::ChatCompletions,
+        refuse("Unsupported parameter: 'top_p' is not supported with this model."),
+    );
+    server.push(
+        Route::ChatCompletions,
+        refuse("Unsupported parameter: 'seed' is not supported with this model."),
+    );
+    let mut req = request("qwen.qwen3-32b", "x");
+    req["top_p"] = json!(0.5);
+    req["seed"] = json!(7);
+    let e = terminal(&run_stream(&p, &req)).value();
+    assert_eq!(e["kind"], "bad_request");
+    assert!(e["message"].as_str().unwrap().contains("'seed'"), "{e}");
+    assert_eq!(server.requests_to("/v1/chat/completions").len(), 2);
+    // Refused on both routes: one error naming both.
+    server.clear_requests();
+    server.push(
+        Route::ChatCompletions,
+        refuse("The model 'qwen.qwen3-32b' does not support the '/v1/chat/completions' API"),
+    );
+    server.push(
+        Route::Responses,
+        refuse("The model 'qwen.qwen3-32b' does not support the '/v1/responses' API"),
+    );
+    let e = terminal(&run_stream(&p, &request("qwen.qwen3-32b", "x"))).value();
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "tried {}/chat/completions and {}/responses",
+            server.base_url(),
+            server.base_url()
+        )),
+        "{message}"
+    );
+    assert_eq!(server.requests_to("/v1/chat/completions").len(), 1);
+    assert_eq!(server.requests_to("/v1/responses").len(), 1);
 }

@@ -440,14 +440,29 @@ fn check_route(route: Route, req: &RecordedRequest) -> Option<Response> {
         Route::Responses => responses_only && path != "/openai/v1/responses",
         _ => false,
     };
-    refused.then(|| {
-        plain(
+    if refused {
+        return Some(plain(
             400,
             &json!({"error": {"message": format!("The model '{model}' does not support the '{path}' API"),
                 "type": "validation_error", "code": null, "param": "model"}})
             .to_string(),
-        )
-    })
+        ));
+    }
+    // GPT-5.x and the other Responses-only families take no sampling overrides (strict
+    // parameters, spec §7).
+    let body = req.json();
+    let sampling = ["temperature", "top_p"]
+        .into_iter()
+        .find(|p| body.get(*p).is_some());
+    match (route, responses_only, sampling) {
+        (Route::Responses, true, Some(param)) => Some(plain(
+            400,
+            &json!({"error": {"message": format!("Unsupported parameter: '{param}' is not supported with this model."),
+                "type": "invalid_request_error", "code": "unsupported_parameter", "param": param}})
+            .to_string(),
+        )),
+        _ => None,
+    }
 }
 
 /// Validates a request body like the real API does (see [`validate`]): a 400 in the surface's
