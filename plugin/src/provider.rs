@@ -19,7 +19,7 @@ use crate::{
     region::{self, RegionChoice},
     request::{self, CanonicalRequest},
     routes::Endpoints,
-    state::{Adopted, DiscoveryEntry, StateBlob, TokenEntry, STATE_FORMAT},
+    state::{Adopted, DiscoveryEntry, LearnedEntry, StateBlob, TokenEntry, STATE_FORMAT},
     stream::{
         recover::{Recover, Recovery, Refusal},
         Route, StreamHandle, Timeouts, UpstreamRequest,
@@ -138,7 +138,7 @@ impl Recover for Recoverer {
                     other,
                 );
                 let mut next = core.build(&self.request, &self.model, other, refused.token.clone());
-                next.recovery = None;
+                next.recovery = refused.recovery.clone();
                 for param in core.learned_for(id).dropped {
                     if let Some(body) = next.body.as_object_mut() {
                         body.remove(&param);
@@ -149,7 +149,6 @@ impl Recover for Recoverer {
             Refusal::Parameter(name) => {
                 let mut next = refused.clone();
                 next.body.as_object_mut()?.remove(name)?;
-                next.recovery = None;
                 core.learn(
                     id,
                     |l| {
@@ -341,6 +340,17 @@ impl Provider {
                 .into_iter()
                 .map(TokenEntry::from_cached)
                 .collect(),
+            learned: core
+                .learned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(model, l)| LearnedEntry {
+                    model: model.clone(),
+                    route: l.route.clone(),
+                    dropped: l.dropped.clone(),
+                })
+                .collect(),
         }
         .to_json()
     }
@@ -366,9 +376,30 @@ impl Provider {
         } else {
             Vec::new()
         };
+        let learned = blob.learned.len();
+        {
+            let mut all = core.learned.lock().unwrap_or_else(|p| p.into_inner());
+            for entry in blob.learned {
+                let known = [
+                    "openai-completions",
+                    "openai-responses",
+                    "anthropic-messages",
+                ];
+                let mine = all.entry(entry.model).or_default();
+                if let Some(route) = entry.route.filter(|r| known.contains(&r.as_str())) {
+                    mine.route = Some(route);
+                }
+                for param in entry.dropped {
+                    if !mine.dropped.contains(&param) {
+                        mine.dropped.push(param);
+                    }
+                }
+            }
+        }
         let adopted = Adopted {
             discovery_entries,
             tokens: tokens.len(),
+            learned,
         };
         self.run_blocking(async move { core.auth.import_tokens(tokens).await });
         tracing::debug!(

@@ -26,6 +26,22 @@ pub struct StateBlob {
     pub discovery: Vec<DiscoveryEntry>,
     /// IAM token cache entries; the current token last.
     pub tokens: Vec<TokenEntry>,
+    /// What Mantle's refusals taught per model (absent in blobs of older versions).
+    #[serde(default)]
+    pub learned: Vec<LearnedEntry>,
+}
+
+/// The route and the dropped parameters learned for one model (spec §7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedEntry {
+    /// The model id.
+    pub model: String,
+    /// The surface that worked after a route refusal.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Top-level parameters the model refused.
+    #[serde(default)]
+    pub dropped: Vec<String>,
 }
 
 /// One discovery cache entry.
@@ -60,6 +76,8 @@ pub struct Adopted {
     pub discovery_entries: usize,
     /// IAM tokens adopted.
     pub tokens: usize,
+    /// Models with a learned route or dropped parameters adopted.
+    pub learned: usize,
 }
 
 /// Serializes a [`Secret`] as its plain value: only for the in-memory blob.
@@ -153,6 +171,11 @@ mod tests {
                 expires_at_unix: 1_800_043_200,
                 refresh_at_unix: 1_800_003_600,
             }],
+            learned: vec![LearnedEntry {
+                model: "openai.gpt-5.5".into(),
+                route: Some("openai-responses".into()),
+                dropped: vec!["temperature".into()],
+            }],
         };
         assert!(!format!("{blob:?}").contains("SECRET"));
         let back = StateBlob::parse(&blob.to_json()).unwrap();
@@ -161,6 +184,10 @@ mod tests {
         assert_eq!(token.token.expose(), "bedrock-api-key-SECRET");
         assert_eq!(unix_seconds(token.expires_at), 1_800_043_200);
         assert_eq!(unix_seconds(token.refresh_at), 1_800_003_600);
+        assert_eq!(back.learned[0].dropped, ["temperature"]);
+        // A blob from a version without `learned` still reads.
+        let old = r#"{"format": 1, "region": "us-west-2", "discovery": [], "tokens": []}"#;
+        assert!(StateBlob::parse(old).unwrap().learned.is_empty());
     }
 
     #[test]

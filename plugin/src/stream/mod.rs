@@ -329,15 +329,21 @@ async fn read_capped(response: reqwest::Response, cap: usize) -> String {
 
 async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQueue) {
     let mut attempt = 0;
-    // URLs tried before a recovery, for the error if the recovered request fails too.
-    let mut refused_at: Option<String> = None;
+    // One recovery of each kind per stream; the URL a route refusal came from, for the error
+    // if the other route refuses too.
+    let mut route_refused_at: Option<String> = None;
+    let mut parameter_dropped = false;
     let response = loop {
         attempt += 1;
         match send(&client, &req).await {
             Ok(r) => break r,
             Err(AttemptError::Fatal(mut e)) => {
-                let next = match (&refused_at, recover::refusal(&e), &req.recovery) {
-                    (None, Some(refusal), Some(recovery)) => recovery
+                let refusal = recover::refusal(&e).filter(|r| match r {
+                    recover::Refusal::WrongRoute => route_refused_at.is_none(),
+                    recover::Refusal::Parameter(_) => !parameter_dropped,
+                });
+                let next = match (refusal, &req.recovery) {
+                    (Some(refusal), Some(recovery)) => recovery
                         .0
                         .recover(&refusal, &req)
                         .map(|next| (refusal, next)),
@@ -345,12 +351,15 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
                 };
                 if let Some((refusal, next)) = next {
                     tracing::debug!(?refusal, from = %req.url, to = %next.url, "retrying after a refusal");
-                    refused_at = Some(req.url.clone());
+                    match refusal {
+                        recover::Refusal::WrongRoute => route_refused_at = Some(req.url.clone()),
+                        recover::Refusal::Parameter(_) => parameter_dropped = true,
+                    }
                     req = next;
                     attempt = 0;
                     continue;
                 }
-                if let Some(first) = refused_at.as_ref().filter(|first| **first != req.url) {
+                if let Some(first) = route_refused_at.as_ref().filter(|first| **first != req.url) {
                     e.message = format!("{} (tried {first} and {})", e.message, req.url);
                 }
                 return emit_error(queue, &req, e).await;

@@ -1,7 +1,7 @@
 //! Recovering from Mantle's refusals before any byte reached the caller (spec §7): a model sent
-//! to a route Mantle does not serve it on, and a parameter the model does not take. Each
-//! stream recovers at most once; what worked is remembered per model by the provider, so the
-//! next request goes right the first time.
+//! to a route Mantle does not serve it on, and a parameter the model does not take. A stream
+//! recovers at most once from each kind; what worked is remembered per model by the provider,
+//! so the next request goes right the first time.
 
 use std::sync::Arc;
 

@@ -492,3 +492,35 @@ fn a_second_refusal_ends_the_stream_naming_what_was_refused() {
     assert_eq!(server.requests_to("/v1/chat/completions").len(), 1);
     assert_eq!(server.requests_to("/v1/responses").len(), 1);
 }
+
+#[test]
+fn what_refusals_taught_is_handed_over_in_the_state_blob() {
+    let server = MockMantle::start(None).unwrap();
+    let config = json!({"models": [{"id": "openai.gpt-5.5", "api": "openai-completions"}]});
+    let old = provider_with(&server, config.clone());
+    let mut req = request("openai.gpt-5.5", "learn");
+    req["temperature"] = json!(0.3);
+    // The route is refused, then the parameter: one stream recovers from both, in turn.
+    let events = run_stream(&old, &req);
+    assert_eq!(text_of(&events), "echo: learn", "{events:?}");
+    assert_eq!(server.requests_to("/v1/chat/completions").len(), 1);
+    assert_eq!(server.requests_to("/openai/v1/responses").len(), 2);
+    let blob = old.export_state().unwrap().expect("ABI 1.1");
+    // A new instance (as after a hot-swap) adopts it and goes right the first time.
+    let new = provider_with(&server, config);
+    let adopted = new.import_state(&blob).unwrap().expect("ABI 1.1");
+    assert_eq!(adopted["learned"], 1, "{adopted}");
+    server.clear_requests();
+    let events = run_stream(&new, &req);
+    assert_eq!(text_of(&events), "echo: learn");
+    assert!(
+        server.requests_to("/v1/chat/completions").is_empty(),
+        "route remembered"
+    );
+    let sent = server.requests_to("/openai/v1/responses");
+    assert_eq!(sent.len(), 1, "nothing refused");
+    assert!(
+        sent[0].json().get("temperature").is_none(),
+        "parameter remembered"
+    );
+}
