@@ -470,7 +470,14 @@ impl Core {
             self.token_marker(source),
             rows,
         );
-        catalog::merge(implicit, &self.config, self.clock.now())
+        let mut entry = catalog::merge(implicit, &self.config, self.clock.now());
+        // Every row shows the surface it is served on (spec §7): its own, else the provider's.
+        for row in &mut entry.models {
+            if row.api.is_none() {
+                row.api = Some(entry.api.clone());
+            }
+        }
+        entry
     }
 
     /// Manual models only (discovery skipped): a provider when the user listed models.

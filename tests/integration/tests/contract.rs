@@ -396,6 +396,21 @@ fn gpt_5_streams_on_the_responses_api() {
     assert_eq!(body["max_output_tokens"], 300);
     assert_eq!(body["stream"], true);
     assert_eq!(sent.header("authorization"), Some("Bearer k"));
+    // The raw payload option works on this surface too.
+    let mut raw_req = request("openai.gpt-5.5", "raw");
+    raw_req["include_raw"] = json!(true);
+    let events = run_stream(&p, &raw_req);
+    let delta = events
+        .iter()
+        .find(|e| e.kind == EventKind::TextDelta)
+        .unwrap();
+    let raw: Value = serde_json::from_str(&delta.raw).unwrap();
+    assert_eq!(raw["type"], "response.output_text.delta", "{raw}");
+    // Every catalog row shows its surface.
+    let catalog = p.catalog().unwrap();
+    for row in catalog["provider"]["models"].as_array().unwrap() {
+        assert!(row["api"].is_string(), "{row}");
+    }
     // Pinned elsewhere, Mantle (and the local server) refuse it: see
     // a_model_refused_on_its_route_is_retried_once_on_the_other_and_remembered.
 }
