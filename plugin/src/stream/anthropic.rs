@@ -2,8 +2,6 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
 use super::{events::*, sse::SseEvent, Decoder};
 use crate::errors::{ErrorKind, StreamError};
 
@@ -27,18 +25,14 @@ fn stop_reason(s: &str) -> StopReason {
 
 impl Decoder for AnthropicDecoder {
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
-        let v: Value = match super::parse_payload(&ev.data) {
-            Ok(v) => v,
+        let (v, kind) = match super::typed_payload(ev) {
+            Ok(typed) => typed,
             Err(error) => {
                 out.push(error);
                 return true;
             }
         };
-        let kind = v["type"]
-            .as_str()
-            .or(ev.event.as_deref())
-            .unwrap_or_default();
-        match kind {
+        match kind.as_str() {
             "message_start" => {
                 let m = &v["message"];
                 let u = &m["usage"];

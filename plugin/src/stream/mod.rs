@@ -51,6 +51,18 @@ pub fn parse_payload(data: &str) -> Result<serde_json::Value, StreamEvent> {
     })
 }
 
+/// A typed event's payload and its type (the payload's `type`, else the SSE `event:` name), as
+/// the Anthropic and Responses streams send them; or the `protocol` error event.
+pub fn typed_payload(ev: &sse::SseEvent) -> Result<(serde_json::Value, String), StreamEvent> {
+    let v = parse_payload(&ev.data)?;
+    let kind = v["type"]
+        .as_str()
+        .or(ev.event.as_deref())
+        .unwrap_or_default()
+        .to_string();
+    Ok((v, kind))
+}
+
 /// The error event for an upstream in-stream error object (`{message, type, code, ...}`),
 /// classified like an error body (spec §6).
 pub fn upstream_error_event(error: &serde_json::Value) -> StreamEvent {

@@ -58,17 +58,13 @@ impl ResponsesDecoder {
 
 impl Decoder for ResponsesDecoder {
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
-        let v: Value = match super::parse_payload(&ev.data) {
-            Ok(v) => v,
+        let (v, kind) = match super::typed_payload(ev) {
+            Ok(typed) => typed,
             Err(error) => {
                 out.push(error);
                 return true;
             }
         };
-        let kind = v["type"]
-            .as_str()
-            .or(ev.event.as_deref())
-            .unwrap_or_default();
         if !self.started && kind != "error" {
             self.started = true;
             let response = &v["response"];
@@ -77,7 +73,7 @@ impl Decoder for ResponsesDecoder {
                 model: response["model"].as_str().map(str::to_string),
             });
         }
-        match kind {
+        match kind.as_str() {
             "response.output_text.delta" => {
                 if let Some(text) = v["delta"].as_str().filter(|t| !t.is_empty()) {
                     out.push(StreamEvent::TextDelta {
