@@ -336,6 +336,7 @@ fn every_row_of_the_default_catalog_is_callable() {
     // streams a short reply from every row on whatever route the plugin picks. The local server
     // refuses a model on a route Mantle does not serve it on, as Mantle does.
     let server = MockMantle::start(None).unwrap();
+    server.set_strict_models(true);
     let p = provider_with(&server, json!({}));
     let catalog = p.catalog().unwrap();
     let rows = catalog["provider"]["models"].as_array().unwrap().clone();
@@ -537,5 +538,33 @@ fn what_refusals_taught_is_handed_over_in_the_state_blob() {
     assert!(
         sent[0].json().get("temperature").is_none(),
         "parameter remembered"
+    );
+}
+
+#[test]
+fn an_unknown_model_is_a_bad_request_naming_it() {
+    let server = MockMantle::start(None).unwrap();
+    server.set_strict_models(true);
+    let p = provider_with(&server, json!({}));
+    let e = terminal(&run_stream(&p, &request("vendor.no-such-model", "x"))).value();
+    assert_eq!(
+        (
+            e["kind"].as_str(),
+            e["status"].as_u64(),
+            e["retryable"].as_bool()
+        ),
+        (Some("bad_request"), Some(404), Some(false))
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("The model 'vendor.no-such-model' does not exist"),
+        "{e}"
+    );
+    assert_eq!(
+        server.requests_to("/v1/chat/completions").len(),
+        1,
+        "not retried"
     );
 }

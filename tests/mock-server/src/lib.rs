@@ -147,6 +147,8 @@ struct Inner {
     body_drop_notify: tokio::sync::Notify,
     /// Pause between the chunks of default (unscripted) streaming replies.
     step_delay: Mutex<Duration>,
+    /// Answer 404 "does not exist" for model ids it does not list, as Mantle does.
+    strict_models: std::sync::atomic::AtomicBool,
 }
 
 /// A running local server. Dropping it stops the server.
@@ -228,6 +230,12 @@ impl MockMantle {
     /// stay in flight for a while (e.g. across a hot-swap).
     pub fn set_step_delay(&self, delay: Duration) {
         *self.inner.step_delay.lock().unwrap() = delay;
+    }
+
+    /// Like Mantle, answer 404 `The model '<id>' does not exist` for a model id that is neither
+    /// in the listed models nor a Claude id (off by default: most tests use made-up ids).
+    pub fn set_strict_models(&self, strict: bool) {
+        self.inner.strict_models.store(strict, Ordering::SeqCst);
     }
 
     /// Queues a scripted reply for the next request on `route` (FIFO per route).
@@ -392,6 +400,9 @@ async fn handle(
     if let Some(rejection) = check_body(route, &recorded.body) {
         return rejection;
     }
+    if let Some(rejection) = check_model_exists(&inner, route, &recorded) {
+        return rejection;
+    }
     if let Some(rejection) = check_route(route, &recorded) {
         return rejection;
     }
@@ -424,6 +435,30 @@ fn check_auth(inner: &Inner, req: &RecordedRequest) -> Option<Response> {
     Some(plain(
         401,
         &json!({"error": {"message": why, "type": "authentication_error"}}).to_string(),
+    ))
+}
+
+/// With strict models on: 404 for an id the server does not list (Claude ids are served on the
+/// Anthropic route whether listed or not, as the curated rows are).
+fn check_model_exists(inner: &Inner, route: Route, req: &RecordedRequest) -> Option<Response> {
+    if route == Route::Models || !inner.strict_models.load(Ordering::SeqCst) {
+        return None;
+    }
+    let model = req.json()["model"].as_str().unwrap_or_default().to_string();
+    let listed = inner
+        .models
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == model.as_str());
+    if listed || model.starts_with("anthropic.") {
+        return None;
+    }
+    Some(plain(
+        404,
+        &json!({"error": {"message": format!("The model '{model}' does not exist"),
+            "type": "invalid_request_error", "code": "model_not_found", "param": "model"}})
+        .to_string(),
     ))
 }
 
