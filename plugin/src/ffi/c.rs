@@ -578,17 +578,9 @@ pub unsafe extern "C" fn mantle_stream_next(
             Poll::Pending => mantle_poll::MANTLE_POLL_PENDING,
             Poll::Finished => mantle_poll::MANTLE_POLL_FINISHED,
             Poll::Event(e) => {
-                let event = if slot.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                let event = if let Some(reason) = slot.closed.get() {
                     // Freed or closed while this pull ran: the slot's buffers are about to go,
                     // so hand out the static terminal event (this stream's one terminal event).
-                    let reason = match &e.event {
-                        crate::stream::StreamEvent::Error(err)
-                            if err.message == crate::stream::CANCELLED_PROVIDER_CLOSED =>
-                        {
-                            crate::stream::CANCELLED_PROVIDER_CLOSED
-                        }
-                        _ => crate::stream::CANCELLED_BY_HOST,
-                    };
                     closed_stream_event(reason).event(mantle_event_kind::MANTLE_EVENT_ERROR)
                 } else {
                     let json = super::to_json(&e.event)?;

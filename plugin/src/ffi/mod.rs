@@ -9,8 +9,8 @@ use std::{
     collections::HashMap,
     panic::{catch_unwind, AssertUnwindSafe},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, OnceLock, RwLock,
     },
     time::Duration,
 };
@@ -33,9 +33,10 @@ pub struct StreamSlot {
     /// The C API's last-event buffers; locked for the whole of a C pull, so a second C pull of
     /// the same stream is refused instead of freeing the buffers under the first one.
     pub(crate) c_buffers: Mutex<c::EventBuffers>,
-    /// Set (before cancelling) when the stream is freed or its provider closed; a pull that
-    /// is still running then hands out a static terminal event instead of the buffers.
-    pub(crate) closed: AtomicBool,
+    /// Why the stream was closed, set (before cancelling) when it is freed or its provider
+    /// closed; a pull that is still running then hands out that static terminal event instead
+    /// of the buffers.
+    pub(crate) closed: OnceLock<&'static str>,
 }
 
 struct Registry {
@@ -130,7 +131,7 @@ impl StreamSlot {
     /// Marks the slot closed, cancels the stream (waking a pull that waits on it, which then
     /// delivers one `cancelled` terminal event) and frees the C buffers once no C pull runs.
     fn close(&self, reason: &'static str) {
-        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.closed.set(reason);
         self.handle.cancel_with(reason);
         *self.c_buffers.lock().unwrap_or_else(|p| p.into_inner()) = c::EventBuffers::default();
     }
@@ -203,7 +204,7 @@ pub fn stream_start(provider_id: u64, request_json: &str) -> Result<u64, FfiErro
         provider: provider_id,
         handle,
         c_buffers: Mutex::default(),
-        closed: AtomicBool::new(false),
+        closed: OnceLock::new(),
     };
     registry_mut().streams.insert(id, Arc::new(slot));
     Ok(id)

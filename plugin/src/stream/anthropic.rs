@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 
 use super::{events::*, sse::SseEvent, Decoder};
-use crate::errors::{ErrorKind, StreamError};
 
 /// State of one Anthropic stream.
 #[derive(Debug, Default)]
@@ -113,10 +112,6 @@ impl Decoder for AnthropicDecoder {
     }
 
     fn on_eof(&mut self, out: &mut Vec<StreamEvent>) {
-        out.push(StreamEvent::Error(StreamError::new(
-            ErrorKind::Network,
-            None,
-            "upstream closed the stream before message_stop",
-        )));
+        out.push(super::ended_early("message_stop"));
     }
 }

@@ -63,6 +63,15 @@ pub fn typed_payload(ev: &sse::SseEvent) -> Result<(serde_json::Value, String), 
     Ok((v, kind))
 }
 
+/// The error event for a body that ended before the route's terminal marker (`what`).
+pub fn ended_early(what: &str) -> StreamEvent {
+    StreamEvent::Error(StreamError::new(
+        ErrorKind::Network,
+        None,
+        format!("upstream closed the stream before {what}"),
+    ))
+}
+
 /// The error event for an upstream in-stream error object (`{message, type, code, ...}`),
 /// classified like an error body (spec §6).
 pub fn upstream_error_event(error: &serde_json::Value) -> StreamEvent {

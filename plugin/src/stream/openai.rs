@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::{events::*, sse::SseEvent, Decoder};
-use crate::errors::{ErrorKind, StreamError};
 
 /// State of one OpenAI stream.
 #[derive(Debug, Default)]
@@ -141,11 +140,7 @@ impl Decoder for OpenAiDecoder {
                 self.close_tools(out);
                 out.push(StreamEvent::Done { stop_reason });
             }
-            None => out.push(StreamEvent::Error(StreamError::new(
-                ErrorKind::Network,
-                None,
-                "upstream closed the stream before it finished",
-            ))),
+            None => out.push(super::ended_early("it finished")),
         }
     }
 }

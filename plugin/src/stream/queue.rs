@@ -54,28 +54,19 @@ pub struct EventQueue {
     state: Mutex<State>,
     readable: Condvar,
     writable: tokio::sync::Notify,
-    max_events: usize,
-    max_bytes: usize,
 }
 
 impl Default for EventQueue {
     fn default() -> Self {
-        Self::with_limits(MAX_QUEUED_EVENTS, MAX_QUEUED_BYTES)
-    }
-}
-
-impl EventQueue {
-    /// A queue with its own bounds (tests use small ones).
-    pub fn with_limits(max_events: usize, max_bytes: usize) -> Self {
         EventQueue {
             state: Mutex::new(State::default()),
             readable: Condvar::new(),
             writable: tokio::sync::Notify::new(),
-            max_events: max_events.max(1),
-            max_bytes,
         }
     }
+}
 
+impl EventQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -93,7 +84,7 @@ impl EventQueue {
                     return Err(ConsumerGone);
                 }
                 let fits = s.events.is_empty()
-                    || (s.events.len() < self.max_events && s.bytes + size <= self.max_bytes);
+                    || (s.events.len() < MAX_QUEUED_EVENTS && s.bytes + size <= MAX_QUEUED_BYTES);
                 if fits {
                     s.bytes += size;
                     s.events.push_back(event);

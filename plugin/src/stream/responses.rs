@@ -4,7 +4,6 @@
 use serde_json::Value;
 
 use super::{events::*, sse::SseEvent, Decoder};
-use crate::errors::{ErrorKind, StreamError};
 
 /// State of one Responses stream.
 #[derive(Debug, Default)]
@@ -160,17 +159,14 @@ impl Decoder for ResponsesDecoder {
     }
 
     fn on_eof(&mut self, out: &mut Vec<StreamEvent>) {
-        out.push(StreamEvent::Error(StreamError::new(
-            ErrorKind::Network,
-            None,
-            "upstream closed the stream before response.completed",
-        )));
+        out.push(super::ended_early("response.completed"));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::errors::ErrorKind;
     use serde_json::json;
 
     fn decode(events: &[Value]) -> Vec<StreamEvent> {

@@ -363,7 +363,7 @@ fn fifty_swaps_reuse_two_mappings_and_close_every_old_provider() {
         "50 swaps: resident {before} KiB -> {after} KiB (+{growth} KiB, {:.1} KiB per swap)",
         growth as f64 / 50.0
     );
-    // Measured: about +0.55 MiB for 50 swaps (allocator warm-up; flat after, see the README).
+    // Measured in session 2: about +0.55 MiB for 50 swaps (allocator warm-up; see the README).
     // One provider left behind per swap (its runtime, HTTP client and caches) costs well over
     // 100 KiB, i.e. more than 5 MiB here: the bound sits between the two.
     assert!(

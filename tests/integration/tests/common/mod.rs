@@ -246,7 +246,7 @@ pub fn tempdir() -> std::path::PathBuf {
 /// its own "finished" flag): what the plugin itself does is what these helpers observe.
 pub mod raw {
     use abi_stable::std_types::RStr;
-    use mantle_abi::{ErrorCode, EventKind, FfiError, FfiPoll, MantleModuleRef};
+    use mantle_abi::{EventKind, FfiError, FfiPoll, MantleModuleRef};
     use std::time::{Duration, Instant};
 
     /// The loaded plugin's module.
@@ -317,11 +317,6 @@ pub mod raw {
         (module().provider_close())(provider)
             .into_result()
             .expect("provider_close");
-    }
-
-    /// True when `e` has this code.
-    pub fn is_code(e: &FfiError, code: ErrorCode) -> bool {
-        e.code == code
     }
 }
 
