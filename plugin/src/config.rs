@@ -157,7 +157,7 @@ pub struct ProviderConfig {
     /// Default API surface.
     #[serde(default)]
     pub api: Option<String>,
-    /// Auth mode; only `api-key` (bearer) exists for Mantle.
+    /// Auth mode: `api-key` (bearer token, the default) or `aws-sigv4` (spec §2b).
     #[serde(default)]
     pub auth: Option<String>,
     /// A literal key or `env:NAME`.
@@ -268,6 +268,14 @@ impl PluginConfig {
 }
 
 impl ProviderConfig {
+    /// The auth mode `auth` names (validated by [`ProviderConfig::parse`]; unset is `api-key`).
+    pub fn auth_mode(&self) -> crate::auth::AuthMode {
+        match self.auth.as_deref() {
+            Some("aws-sigv4") => crate::auth::AuthMode::SigV4,
+            _ => crate::auth::AuthMode::ApiKey,
+        }
+    }
+
     /// Parses and validates the provider config (empty text = all defaults).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         const CTX: &str = "provider config";
@@ -280,8 +288,8 @@ impl ProviderConfig {
             check_api(api).map_err(|m| err(format!("field `api`: {m}")))?;
         }
         if let Some(auth) = &config.auth {
-            if auth != "api-key" {
-                return Err(err(format!("field `auth`: expected \"api-key\" (Mantle takes bearer tokens), found {auth:?}")));
+            if auth != "api-key" && auth != "aws-sigv4" {
+                return Err(err(format!("field `auth`: expected \"api-key\" (bearer token) or \"aws-sigv4\" (SigV4-signed requests), found {auth:?}")));
             }
         }
         if let Some(url) = &config.base_url {

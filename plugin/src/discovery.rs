@@ -8,7 +8,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{catalog::ModelRow, secret::Secret};
+use crate::{auth::Authorization, catalog::ModelRow};
 
 /// Whole-request deadline.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
@@ -84,7 +84,7 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoveryError {
     /// 401 or 403.
-    #[error("Mantle rejected the bearer token (HTTP {0})")]
+    #[error("Mantle rejected the request's credentials (HTTP {0})")]
     AuthRejected(u16),
     /// Another HTTP error status.
     #[error("Mantle answered HTTP {0}")]
@@ -127,14 +127,14 @@ fn network(e: reqwest::Error) -> DiscoveryError {
 pub async fn fetch_ids(
     client: &reqwest::Client,
     models_url: &str,
-    token: &Secret,
+    auth: &Authorization,
     headers: &[(String, String)],
     limits: Limits,
 ) -> Result<Vec<String>, DiscoveryError> {
     let deadline = limits.deadline;
     tokio::time::timeout(
         deadline,
-        fetch_ids_inner(client, models_url, token, headers, limits),
+        fetch_ids_inner(client, models_url, auth, headers, limits),
     )
     .await
     .unwrap_or_else(|_| {
@@ -148,7 +148,7 @@ pub async fn fetch_ids(
 async fn fetch_ids_inner(
     client: &reqwest::Client,
     models_url: &str,
-    token: &Secret,
+    auth: &Authorization,
     headers: &[(String, String)],
     limits: Limits,
 ) -> Result<Vec<String>, DiscoveryError> {
@@ -158,11 +158,13 @@ async fn fetch_ids_inner(
             request = request.header(name, value);
         }
     }
-    let mut response = request
-        .header("authorization", format!("Bearer {}", token.expose()))
-        .send()
-        .await
-        .map_err(network)?;
+    let auth_headers = auth
+        .headers("GET", models_url, None, &[])
+        .map_err(DiscoveryError::Network)?;
+    for (name, value) in auth_headers {
+        request = request.header(name, value);
+    }
+    let mut response = request.send().await.map_err(network)?;
     let status = response.status().as_u16();
     if status == 401 || status == 403 {
         return Err(DiscoveryError::AuthRejected(status));

@@ -7,7 +7,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use serde::Serialize;
 
 use crate::{
-    auth::{Auth, EnvReader, ResolvedToken, TokenSource, IAM_MARKER},
+    auth::{Auth, Authorization, Authorized, EnvReader, ResolvedToken, TokenSource, IAM_MARKER},
     catalog::{self, ModelRow, ProviderEntry},
     clock::{SharedClock, SystemClock},
     config::{
@@ -137,7 +137,7 @@ impl Recover for Recoverer {
                     |l| l.route.replace(other.to_string()).as_deref() != Some(other),
                     other,
                 );
-                let mut next = core.build(&self.request, &self.model, other, refused.token.clone());
+                let mut next = core.build(&self.request, &self.model, other, refused.auth.clone());
                 next.recovery = refused.recovery.clone();
                 for param in core.learned_for(id).dropped {
                     if let Some(body) = next.body.as_object_mut() {
@@ -239,6 +239,7 @@ impl Provider {
             .build()
             .map_err(|e| CreateError::Startup(format!("HTTP client: {e}")))?;
         let auth = Auth::new(
+            config.auth_mode(),
             config.api_key.clone(),
             &region_name,
             options.env,
@@ -508,7 +509,7 @@ impl Core {
             }
             _ => {}
         }
-        let token = match self.auth.resolve().await {
+        let token = match self.auth.authorize().await {
             Ok(t) => t,
             Err(e) => return self.manual_only(Outcome::skipped(e.reason(), Some(e.to_string()))),
         };
@@ -526,7 +527,7 @@ impl Core {
             match discovery::fetch_ids(
                 &self.http,
                 &self.endpoints.models_url(),
-                &token.token,
+                &token.authorization,
                 &self.provider_headers(),
                 self.discovery_limits,
             )
@@ -580,7 +581,7 @@ impl Core {
         }
     }
 
-    fn failed_catalog(&self, outcome: Outcome, token: &ResolvedToken) -> CatalogResult {
+    fn failed_catalog(&self, outcome: Outcome, token: &Authorized) -> CatalogResult {
         let provider = self
             .user_models()
             .map(|_| self.entry(Vec::new(), Some(&token.source)));
@@ -636,9 +637,9 @@ impl Core {
         self: &Arc<Self>,
         req: &CanonicalRequest,
     ) -> Result<UpstreamRequest, StreamError> {
-        let token = self
+        let auth = self
             .auth
-            .resolve()
+            .authorize()
             .await
             .map_err(|e| StreamError::new(ErrorKind::Auth, None, e.to_string()))?;
         let model = self.model_row(&req.model);
@@ -649,7 +650,7 @@ impl Core {
             .or_else(|| model.api.clone())
             .or_else(|| self.config.api.clone())
             .unwrap_or_else(|| API_OPENAI_COMPLETIONS.into());
-        let mut upstream = self.build(req, &model, &api, token.token);
+        let mut upstream = self.build(req, &model, &api, auth.authorization);
         for param in &learned.dropped {
             if let Some(body) = upstream.body.as_object_mut() {
                 body.remove(param);
@@ -670,7 +671,7 @@ impl Core {
         req: &CanonicalRequest,
         model: &ModelRow,
         api: &str,
-        token: crate::secret::Secret,
+        auth: Authorization,
     ) -> UpstreamRequest {
         let (route, url, body, mut headers) = match api {
             API_ANTHROPIC_MESSAGES => {
@@ -701,7 +702,7 @@ impl Core {
                 self.openai_headers(model, req),
             ),
         };
-        // Nobody may override the bearer token or send it as an Anthropic API key.
+        // Nobody may override the authorization or send a token as an Anthropic API key.
         headers.retain(|(k, _)| {
             !k.eq_ignore_ascii_case("authorization") && !k.eq_ignore_ascii_case("x-api-key")
         });
@@ -710,7 +711,7 @@ impl Core {
             url,
             headers,
             body,
-            token,
+            auth,
             include_raw: req.include_raw,
             max_retry_delay: Duration::from_millis(req.max_retry_delay_ms),
             timeouts: Timeouts {

@@ -278,7 +278,7 @@ impl IamTokens {
     }
 }
 
-fn classify(e: CredentialsError) -> IamError {
+pub(crate) fn classify(e: CredentialsError) -> IamError {
     let detail = crate::errors::error_chain(&e);
     match e {
         CredentialsError::CredentialsNotLoaded(_) => IamError::NoCredentials(detail),

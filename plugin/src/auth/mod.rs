@@ -1,8 +1,11 @@
-//! Bearer-token resolution (spec §2): config `apiKey` (literal or `env:NAME`), then
-//! `AWS_BEARER_TOKEN_BEDROCK`, then a token minted from the AWS default credential chain.
+//! How upstream requests are authorized. `auth: "api-key"` (the default) resolves a bearer
+//! token (spec §2): config `apiKey` (literal or `env:NAME`), then `AWS_BEARER_TOKEN_BEDROCK`,
+//! then a token minted from the AWS default credential chain. `auth: "aws-sigv4"` (spec §2b)
+//! signs every request with SigV4 instead, and no bearer token exists.
 
 pub mod iam;
 pub mod mint;
+pub mod sigv4;
 
 use std::{
     collections::HashSet,
@@ -10,7 +13,7 @@ use std::{
     time::SystemTime,
 };
 
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::{provider::SharedCredentialsProvider, Credentials};
 use once_cell::sync::Lazy;
 use sha2::{Digest, Sha256};
 
@@ -41,6 +44,8 @@ pub enum TokenSource {
     Env,
     /// Minted from AWS credentials.
     Iam,
+    /// No token: requests are signed with SigV4 (`auth: "aws-sigv4"`).
+    SigV4,
 }
 
 impl TokenSource {
@@ -51,6 +56,7 @@ impl TokenSource {
             TokenSource::ConfigEnv(_) => "config-env",
             TokenSource::Env => "env",
             TokenSource::Iam => "iam",
+            TokenSource::SigV4 => "aws-sigv4",
         }
     }
 
@@ -59,7 +65,7 @@ impl TokenSource {
         match self {
             TokenSource::ConfigEnv(name) => format!("env:{name}"),
             TokenSource::Env | TokenSource::Config => format!("env:{BEARER_ENV}"),
-            TokenSource::Iam => IAM_MARKER.to_string(),
+            TokenSource::Iam | TokenSource::SigV4 => IAM_MARKER.to_string(),
         }
     }
 }
@@ -77,31 +83,146 @@ pub struct ResolvedToken {
     pub identity: String,
 }
 
-/// Why no token could be resolved.
+/// Why no token (or no signing credentials) could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AuthError(pub IamError);
+pub enum AuthError {
+    /// The credential chain gave nothing usable.
+    #[error("{0}")]
+    Credentials(IamError),
+    /// A bearer token was asked of a provider that signs with SigV4.
+    #[error("this provider signs its requests with SigV4 (auth: \"aws-sigv4\"); it has no bearer token")]
+    NoBearerInSigV4,
+}
 
 impl AuthError {
-    /// `no-credentials` or `credentials-error`.
+    /// `no-credentials`, `credentials-error`, or `aws-sigv4` (no bearer token in that mode).
     pub fn reason(&self) -> &'static str {
-        self.0.reason()
+        match self {
+            AuthError::Credentials(e) => e.reason(),
+            AuthError::NoBearerInSigV4 => "aws-sigv4",
+        }
     }
 }
 
-/// Resolves tokens for one provider instance.
+/// The provider config's `auth`: how requests are authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// `api-key`: `Authorization: Bearer <token>` (spec §2).
+    #[default]
+    ApiKey,
+    /// `aws-sigv4`: every request signed with SigV4, service `bedrock-mantle` (spec §2b).
+    SigV4,
+}
+
+impl AuthMode {
+    /// The config value: `api-key` or `aws-sigv4`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::ApiKey => "api-key",
+            AuthMode::SigV4 => "aws-sigv4",
+        }
+    }
+}
+
+/// What authorizes one upstream request. `Debug` never shows a secret.
+#[derive(Clone)]
+pub enum Authorization {
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// A SigV4 signature over the request, made with these credentials for this region.
+    SigV4 {
+        /// The signing credentials (their own `Debug` is redacted).
+        credentials: Credentials,
+        /// Region of the credential scope.
+        region: String,
+    },
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Authorization::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Authorization::SigV4 { region, .. } => write!(f, "SigV4({region})"),
+        }
+    }
+}
+
+impl Authorization {
+    /// The headers that authorize a request with exactly these parts (`body` is the bytes
+    /// sent; a SigV4 signature covers them, so call this after the body is final).
+    pub fn headers(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Vec<(&'static str, String)>, String> {
+        match self {
+            Authorization::Bearer(token) => {
+                Ok(vec![("authorization", format!("Bearer {}", token.expose()))])
+            }
+            Authorization::SigV4 {
+                credentials,
+                region,
+            } => sigv4::sign_headers(
+                credentials,
+                region,
+                method,
+                url,
+                content_type,
+                body,
+                SystemTime::now(),
+            ),
+        }
+    }
+
+    /// `text` with the bearer token, or the signing credentials' secret key and session
+    /// token, replaced by `<redacted>` (an upstream may echo what it was sent).
+    pub fn scrub(&self, text: &str) -> String {
+        match self {
+            Authorization::Bearer(token) => crate::stream::scrub(text, token),
+            Authorization::SigV4 { credentials, .. } => {
+                let text = crate::stream::scrub(
+                    text,
+                    &Secret::new(credentials.secret_access_key()),
+                );
+                match credentials.session_token() {
+                    Some(session) => crate::stream::scrub(&text, &Secret::new(session)),
+                    None => text,
+                }
+            }
+        }
+    }
+}
+
+/// An [`Authorization`] with what catalogs and caches need to know of it.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    /// What goes on the request.
+    pub authorization: Authorization,
+    /// A non-secret identity for cache keys (see [`ResolvedToken::identity`]; `sigv4:<access
+    /// key id>` for signing credentials).
+    pub identity: String,
+    /// Where the token or credentials came from.
+    pub source: TokenSource,
+}
+
+/// Resolves tokens (or signing credentials) for one provider instance.
 pub struct Auth {
+    mode: AuthMode,
     api_key: Option<ApiKeySetting>,
     env: EnvReader,
     region: String,
     clock: SharedClock,
     credentials: Option<SharedCredentialsProvider>,
     iam: tokio::sync::OnceCell<Arc<IamTokens>>,
+    signing: tokio::sync::OnceCell<Arc<sigv4::SigningCredentials>>,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
+            .field("mode", &self.mode)
             .field("api_key", &self.api_key)
             .field("region", &self.region)
             .finish_non_exhaustive()
@@ -120,8 +241,9 @@ fn key_identity(token: &str) -> String {
 
 impl Auth {
     /// Auth for one provider. `credentials` overrides the AWS default chain (tests, hosts that
-    /// bring their own); `None` builds the default chain lazily on the first mint.
+    /// bring their own); `None` builds the default chain lazily on the first mint or signature.
     pub fn new(
+        mode: AuthMode,
         api_key: Option<ApiKeySetting>,
         region: &str,
         env: EnvReader,
@@ -129,17 +251,28 @@ impl Auth {
         credentials: Option<SharedCredentialsProvider>,
     ) -> Self {
         Auth {
+            mode,
             api_key,
             env,
             region: region.to_string(),
             clock,
             credentials,
             iam: tokio::sync::OnceCell::new(),
+            signing: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// The explicit (non-IAM) token, if any, by the resolution order. Never does I/O.
+    /// How this provider authorizes requests.
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// The explicit (non-IAM) token, if any, by the resolution order. Never does I/O. `None`
+    /// in `aws-sigv4` mode, which uses no token.
     pub fn explicit_token(&self) -> Option<ResolvedToken> {
+        if self.mode == AuthMode::SigV4 {
+            return None;
+        }
         let found = match &self.api_key {
             Some(ApiKeySetting::Literal(s)) => {
                 non_blank(Some(s.expose().to_string())).map(|t| (t, TokenSource::Config))
@@ -159,23 +292,68 @@ impl Auth {
         })
     }
 
+    /// The injected credentials provider, else the AWS default chain for this region.
+    async fn credentials_provider(&self) -> SharedCredentialsProvider {
+        match &self.credentials {
+            Some(p) => p.clone(),
+            None => SharedCredentialsProvider::new(
+                aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .region(aws_config::Region::new(self.region.clone()))
+                    .build()
+                    .await,
+            ),
+        }
+    }
+
     /// The IAM token manager, built on first use.
     pub async fn iam(&self) -> Arc<IamTokens> {
         self.iam
             .get_or_init(|| async {
-                let provider = match &self.credentials {
-                    Some(p) => p.clone(),
-                    None => SharedCredentialsProvider::new(
-                        aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-                            .region(aws_config::Region::new(self.region.clone()))
-                            .build()
-                            .await,
-                    ),
-                };
-                IamTokens::new(&self.region, provider, self.clock.clone())
+                IamTokens::new(
+                    &self.region,
+                    self.credentials_provider().await,
+                    self.clock.clone(),
+                )
             })
             .await
             .clone()
+    }
+
+    /// The SigV4 signing credentials, built on first use.
+    pub async fn signing(&self) -> Arc<sigv4::SigningCredentials> {
+        self.signing
+            .get_or_init(|| async {
+                Arc::new(sigv4::SigningCredentials::new(
+                    self.credentials_provider().await,
+                    self.clock.clone(),
+                ))
+            })
+            .await
+            .clone()
+    }
+
+    /// What authorizes a request now: the bearer token, or the credentials to sign with.
+    pub async fn authorize(&self) -> Result<Authorized, AuthError> {
+        if self.mode == AuthMode::SigV4 {
+            let credentials = self.signing().await.get().await.map_err(|e| {
+                log_once(&self.region, e.reason(), &e.to_string());
+                AuthError::Credentials(e)
+            })?;
+            return Ok(Authorized {
+                identity: format!("sigv4:{}", credentials.access_key_id()),
+                authorization: Authorization::SigV4 {
+                    credentials,
+                    region: self.region.clone(),
+                },
+                source: TokenSource::SigV4,
+            });
+        }
+        let token = self.resolve().await?;
+        Ok(Authorized {
+            authorization: Authorization::Bearer(token.token),
+            identity: token.identity,
+            source: token.source,
+        })
     }
 
     /// The region tokens are minted for.
@@ -196,8 +374,11 @@ impl Auth {
         }
     }
 
-    /// Resolves the token to use now.
+    /// Resolves the bearer token to use now (an error in `aws-sigv4` mode).
     pub async fn resolve(&self) -> Result<ResolvedToken, AuthError> {
+        if self.mode == AuthMode::SigV4 {
+            return Err(AuthError::NoBearerInSigV4);
+        }
         if let Some(explicit) = self.explicit_token() {
             return Ok(explicit);
         }
@@ -211,7 +392,7 @@ impl Auth {
             }),
             Err(e) => {
                 log_once(&self.region, e.reason(), &e.to_string());
-                Err(AuthError(e))
+                Err(AuthError::Credentials(e))
             }
         }
     }
@@ -250,7 +431,14 @@ mod tests {
     }
 
     fn auth(key: Option<ApiKeySetting>, env: EnvReader) -> Auth {
-        Auth::new(key, "us-east-1", env, Arc::new(SystemClock), None)
+        Auth::new(
+            AuthMode::ApiKey,
+            key,
+            "us-east-1",
+            env,
+            Arc::new(SystemClock),
+            None,
+        )
     }
 
     #[test]

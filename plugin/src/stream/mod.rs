@@ -27,6 +27,7 @@ pub use events::{Emitted, StopReason, StreamEvent, Usage};
 pub use queue::PullBusy;
 
 use crate::{
+    auth::Authorization,
     errors::{error_chain, ErrorKind, StreamError},
     secret::Secret,
 };
@@ -121,12 +122,12 @@ pub struct UpstreamRequest {
     pub route: Route,
     /// Full URL.
     pub url: String,
-    /// Headers in order (Authorization is added from `token`).
+    /// Headers in order (the authorization headers are added from `auth`).
     pub headers: Vec<(String, String)>,
     /// JSON body.
     pub body: serde_json::Value,
-    /// Bearer token.
-    pub token: Secret,
+    /// Bearer token or SigV4 signing credentials.
+    pub auth: Authorization,
     /// Attach raw payloads.
     pub include_raw: bool,
     /// Bound for one retry delay.
@@ -271,18 +272,31 @@ async fn send(
     client: &reqwest::Client,
     req: &UpstreamRequest,
 ) -> Result<reqwest::Response, AttemptError> {
-    let mut builder = client
-        .post(&req.url)
-        .header("authorization", format!("Bearer {}", req.token.expose()));
-    let mut has_content_type = false;
+    let mut builder = client.post(&req.url);
+    let mut content_type = None;
     for (k, v) in &req.headers {
-        has_content_type |= k.eq_ignore_ascii_case("content-type");
+        if k.eq_ignore_ascii_case("content-type") {
+            content_type = Some(v.as_str());
+        }
         builder = builder.header(k, v);
     }
-    if !has_content_type {
+    if content_type.is_none() {
         builder = builder.header("content-type", "application/json");
     }
+    // The body is final here: a SigV4 signature covers these exact bytes.
     let body = serde_json::to_vec(&req.body).unwrap_or_default();
+    let auth_headers = req
+        .auth
+        .headers(
+            "POST",
+            &req.url,
+            Some(content_type.unwrap_or("application/json")),
+            &body,
+        )
+        .map_err(|m| AttemptError::Fatal(StreamError::new(ErrorKind::Auth, None, m)))?;
+    for (k, v) in auth_headers {
+        builder = builder.header(k, v);
+    }
     let response = match tokio::time::timeout(req.timeouts.first_byte, builder.body(body).send())
         .await
     {
@@ -463,7 +477,7 @@ async fn deliver(
 ) -> bool {
     for mut event in out.drain(..) {
         if let StreamEvent::Error(e) = &mut event {
-            e.message = scrub(&e.message, &req.token);
+            e.message = req.auth.scrub(&e.message);
         }
         let terminal = event.is_terminal();
         let emitted = Emitted {
@@ -478,7 +492,7 @@ async fn deliver(
 }
 
 async fn emit_error(queue: &EventQueue, req: &UpstreamRequest, mut e: StreamError) {
-    e.message = scrub(&e.message, &req.token);
+    e.message = req.auth.scrub(&e.message);
     let _ = queue
         .push(Emitted {
             event: StreamEvent::Error(e),

@@ -5,7 +5,8 @@
 //! `POST /v1/responses` (Responses SSE). Like Mantle it refuses GPT-5.x, Gemma 4 and xAI ids
 //! outside `/openai/v1/responses` with Mantle's message, and validates request bodies.
 //! It checks `Authorization: Bearer <token>` (401 on a wrong or missing token, and on a request
-//! that only carries `x-api-key`), records every request for assertions, and plays scripted
+//! that only carries `x-api-key`), or, once given test credentials, SigV4 signatures for service
+//! `bedrock-mantle` ([`sigv4`]: 403 with AWS's message on a bad one), records every request for assertions, and plays scripted
 //! replies with fault injection: status codes, delays, stalls, disconnects mid-stream,
 //! malformed chunks and oversized bodies. It binds loopback only, port 0 by default.
 //!
@@ -13,6 +14,7 @@
 //! so concurrent tests can check every stream got its own text back.
 
 pub mod ecs;
+pub mod sigv4;
 pub mod testkit;
 pub mod validate;
 
@@ -149,6 +151,8 @@ struct Inner {
     step_delay: Mutex<Duration>,
     /// Answer 404 "does not exist" for model ids it does not list, as Mantle does.
     strict_models: std::sync::atomic::AtomicBool,
+    /// When set, every request must carry a valid SigV4 signature made with these keys.
+    sigv4: Mutex<Option<sigv4::SigV4Keys>>,
 }
 
 /// A running local server. Dropping it stops the server.
@@ -236,6 +240,12 @@ impl MockMantle {
     /// in the listed models nor a Claude id (off by default: most tests use made-up ids).
     pub fn set_strict_models(&self, strict: bool) {
         self.inner.strict_models.store(strict, Ordering::SeqCst);
+    }
+
+    /// Requires a valid SigV4 signature (service `bedrock-mantle`, these keys and region) on
+    /// every request instead of a bearer token; `None` goes back to bearer tokens.
+    pub fn set_sigv4(&self, keys: Option<sigv4::SigV4Keys>) {
+        *self.inner.sigv4.lock().unwrap() = keys;
     }
 
     /// Queues a scripted reply for the next request on `route` (FIFO per route).
@@ -415,6 +425,15 @@ async fn handle(
 }
 
 fn check_auth(inner: &Inner, req: &RecordedRequest) -> Option<Response> {
+    if let Some(keys) = inner.sigv4.lock().unwrap().as_ref() {
+        let refused = sigv4::verify(keys, req).err()?;
+        return Some(plain(
+            403,
+            &json!({"error": {"message": refused, "type": "authentication_error",
+                "code": "InvalidSignatureException"}})
+            .to_string(),
+        ));
+    }
     let expected = inner.token.lock().unwrap().clone();
     let bearer = req
         .header("authorization")
