@@ -222,9 +222,5 @@ fn the_bearer_path_is_refused_by_a_server_that_wants_signatures() {
         panic!("{end:?}")
     };
     assert_eq!(e.status, Some(403));
-    assert!(
-        e.message.contains("AWS4-HMAC-SHA256"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("AWS4-HMAC-SHA256"), "{}", e.message);
 }

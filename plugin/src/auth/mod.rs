@@ -90,7 +90,9 @@ pub enum AuthError {
     #[error("{0}")]
     Credentials(IamError),
     /// A bearer token was asked of a provider that signs with SigV4.
-    #[error("this provider signs its requests with SigV4 (auth: \"aws-sigv4\"); it has no bearer token")]
+    #[error(
+        "this provider signs its requests with SigV4 (auth: \"aws-sigv4\"); it has no bearer token"
+    )]
     NoBearerInSigV4,
 }
 
@@ -158,9 +160,10 @@ impl Authorization {
         body: &[u8],
     ) -> Result<Vec<(&'static str, String)>, String> {
         match self {
-            Authorization::Bearer(token) => {
-                Ok(vec![("authorization", format!("Bearer {}", token.expose()))])
-            }
+            Authorization::Bearer(token) => Ok(vec![(
+                "authorization",
+                format!("Bearer {}", token.expose()),
+            )]),
             Authorization::SigV4 {
                 credentials,
                 region,
@@ -182,10 +185,8 @@ impl Authorization {
         match self {
             Authorization::Bearer(token) => crate::stream::scrub(text, token),
             Authorization::SigV4 { credentials, .. } => {
-                let text = crate::stream::scrub(
-                    text,
-                    &Secret::new(credentials.secret_access_key()),
-                );
+                let text =
+                    crate::stream::scrub(text, &Secret::new(credentials.secret_access_key()));
                 match credentials.session_token() {
                     Some(session) => crate::stream::scrub(&text, &Secret::new(session)),
                     None => text,

@@ -85,7 +85,10 @@ impl SigningCredentials {
     }
 
     fn current(&self) -> Option<Cached> {
-        self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.cached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The credentials to sign with now: the cached ones while no refresh is due, else fresh
@@ -105,8 +108,7 @@ impl SigningCredentials {
         match self.provider.provide_credentials().await {
             Ok(credentials) => {
                 let expiry = credentials.expiry();
-                let (usable_until, refresh_at) =
-                    schedule(now, now + NO_EXPIRY_HORIZON, expiry);
+                let (usable_until, refresh_at) = schedule(now, now + NO_EXPIRY_HORIZON, expiry);
                 *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached {
                     credentials: credentials.clone(),
                     expires_at: expiry.map(|_| usable_until),
@@ -119,7 +121,10 @@ impl SigningCredentials {
                 let e = classify(e);
                 match current.filter(|c| c.valid_at(now)) {
                     Some(mut c) => {
-                        tracing::debug!(reason = e.reason(), "credentials refresh failed; signing with the current ones");
+                        tracing::debug!(
+                            reason = e.reason(),
+                            "credentials refresh failed; signing with the current ones"
+                        );
                         c.refresh_at = now + MIN_REFRESH_GAP;
                         let credentials = c.credentials.clone();
                         *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
@@ -204,9 +209,7 @@ mod tests {
         }
     }
 
-    fn setup(
-        list: Vec<Result<Credentials, &'static str>>,
-    ) -> (SigningCredentials, ManualClock) {
+    fn setup(list: Vec<Result<Credentials, &'static str>>) -> (SigningCredentials, ManualClock) {
         let clock = ManualClock::at_unix(1_800_000_000);
         let provider = SharedCredentialsProvider::new(Scripted(Mutex::new(list)));
         (
@@ -306,7 +309,12 @@ mod tests {
             now,
         )
         .unwrap();
-        let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("x-amz-date"), Some("20270115T080000Z"));
         assert_eq!(get("x-amz-security-token"), Some("session"));
         let auth = get("authorization").unwrap();

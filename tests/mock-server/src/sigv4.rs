@@ -87,9 +87,9 @@ pub fn verify(keys: &SigV4Keys, req: &RecordedRequest) -> Result<(), String> {
     if req.header("x-amz-security-token") != session.as_deref() {
         return Err(invalid_token.into());
     }
-    let amz_date = req
-        .header("x-amz-date")
-        .ok_or("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")?;
+    let amz_date = req.header("x-amz-date").ok_or(
+        "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+    )?;
     let time = parse_amz_date(amz_date).ok_or(format!("invalid X-Amz-Date {amz_date:?}"))?;
 
     let credentials = Credentials::new(akid, secret, session.clone(), None, "mock-mantle");
@@ -214,7 +214,9 @@ mod tests {
         retyped.headers[1].1 = "text/plain".into();
         assert!(verify(&keys(), &retyped).is_err(), "signed header changed");
         let mut other_key = keys();
-        other_key.keys.insert("AKIDTEST".into(), ("other".into(), None));
+        other_key
+            .keys
+            .insert("AKIDTEST".into(), ("other".into(), None));
         assert!(verify(&other_key, &ok).is_err());
     }
 
