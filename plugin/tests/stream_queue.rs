@@ -62,7 +62,9 @@ fn an_unpulled_stream_holds_at_most_the_byte_bound_and_loses_nothing() {
     );
     let p = provider(&server);
     let stream = p
-        .start_stream(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#)
+        .start_stream(
+            r#"{"model":"openai.gpt-oss-20b","messages":[{"role":"user","content":"x"}]}"#,
+        )
         .unwrap();
     let (events, bytes) = settled(&stream);
     // Before the fix the bound was 256 events of any size (here 2 MiB and more).
@@ -88,7 +90,9 @@ fn an_unpulled_stream_of_small_events_holds_at_most_the_event_bound() {
     );
     let p = provider(&server);
     let stream = p
-        .start_stream(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#)
+        .start_stream(
+            r#"{"model":"openai.gpt-oss-20b","messages":[{"role":"user","content":"x"}]}"#,
+        )
         .unwrap();
     let (events, bytes) = settled(&stream);
     assert_eq!(events, MAX_QUEUED_EVENTS);

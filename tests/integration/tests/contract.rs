@@ -26,6 +26,7 @@ fn done_reason(events: &[mantle_host_shim::Event]) -> String {
 #[test]
 fn the_providers_api_and_a_rows_api_choose_the_route() {
     let server = MockMantle::start(None).unwrap();
+    server.add_models(&["plain.model", "pinned.model", "some.model", "other.model"]);
     // Provider-level api: every model without its own goes to the Anthropic route.
     let p = provider_with(
         &server,
@@ -336,7 +337,7 @@ fn every_row_of_the_default_catalog_is_callable() {
     // streams a short reply from every row on whatever route the plugin picks. The local server
     // refuses a model on a route Mantle does not serve it on, as Mantle does.
     let server = MockMantle::start(None).unwrap();
-    server.set_strict_models(true);
+
     let p = provider_with(&server, json!({}));
     let catalog = p.catalog().unwrap();
     let rows = catalog["provider"]["models"].as_array().unwrap().clone();
@@ -544,7 +545,7 @@ fn what_refusals_taught_is_handed_over_in_the_state_blob() {
 #[test]
 fn an_unknown_model_is_a_bad_request_naming_it() {
     let server = MockMantle::start(None).unwrap();
-    server.set_strict_models(true);
+
     let p = provider_with(&server, json!({}));
     let e = terminal(&run_stream(&p, &request("vendor.no-such-model", "x"))).value();
     assert_eq!(

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use abi_stable::std_types::RStr;
-use common::raw;
+use common::{raw, LISTED_MODEL};
 use mantle_abi::{ErrorCode, EventKind, FfiPoll};
 use mantle_mock_server::{openai_text_stream, MockMantle, Reply, Route, Step};
 use serde_json::json;
@@ -78,16 +78,15 @@ fn a_second_puller_is_refused_and_closing_the_provider_wakes_the_first_with_one_
     stalled_stream(&server);
     let cfg = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
     let provider = raw::provider_create("", &cfg).unwrap();
-    let stream = raw::stream_start(
-        provider,
-        &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}).to_string(),
-    )
-    .unwrap();
+    let stream =
+        raw::stream_start(provider, &common::request(LISTED_MODEL, "x").to_string()).unwrap();
     // Pull until the stall: start, then the first text.
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        if let FfiPoll::Event(e) = raw::next(stream, 5_000).unwrap() {
-            seen.push(e.kind);
+        match raw::next(stream, 5_000).unwrap() {
+            FfiPoll::Event(e) => seen.push(e.kind),
+            FfiPoll::Finished => panic!("the stream ended before the stall: {seen:?}"),
+            FfiPoll::Pending => {}
         }
     }
     assert_eq!(seen, [EventKind::Start, EventKind::TextDelta]);
@@ -147,7 +146,11 @@ fn cancel_after_the_terminal_event_changes_nothing() {
     let server = MockMantle::start(None).unwrap();
     let cfg = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
     let provider = raw::provider_create("", &cfg).unwrap();
-    let stream = raw::stream_start(provider, &common::request("m", "hello").to_string()).unwrap();
+    let stream = raw::stream_start(
+        provider,
+        &common::request(LISTED_MODEL, "hello").to_string(),
+    )
+    .unwrap();
     let events = raw::drain(stream, Duration::from_secs(30));
     assert_eq!(raw::only_terminal(&events).0, EventKind::Done);
     (raw::module().stream_cancel())(stream)
@@ -186,7 +189,8 @@ fn upstream_error_text_is_scrubbed_of_the_bearer_token() {
     let cfg = json!({"baseUrl": server.base_url(), "apiKey": token}).to_string();
     let provider = raw::provider_create("", &cfg).unwrap();
     for _ in 0..2 {
-        let stream = raw::stream_start(provider, &common::request("m", "x").to_string()).unwrap();
+        let stream =
+            raw::stream_start(provider, &common::request(LISTED_MODEL, "x").to_string()).unwrap();
         let events = raw::drain(stream, Duration::from_secs(30));
         let (kind, _, json) = raw::only_terminal(&events);
         assert_eq!(*kind, EventKind::Error);
@@ -251,7 +255,8 @@ fn events_parsed_before_a_parse_error_in_the_same_chunk_are_delivered() {
     server.push(Route::ChatCompletions, Reply::sse(vec![Step::Bytes(chunk)]));
     let cfg = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
     let provider = raw::provider_create("", &cfg).unwrap();
-    let stream = raw::stream_start(provider, &common::request("m", "x").to_string()).unwrap();
+    let stream =
+        raw::stream_start(provider, &common::request(LISTED_MODEL, "x").to_string()).unwrap();
     let events = raw::drain(stream, Duration::from_secs(30));
     let texts: Vec<&str> = events
         .iter()

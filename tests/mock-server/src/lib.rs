@@ -189,6 +189,7 @@ impl MockMantle {
         }
         let inner = Arc::new(Inner::default());
         *inner.token.lock().unwrap() = token.map(str::to_string);
+        inner.strict_models.store(true, Ordering::SeqCst);
         *inner.models.lock().unwrap() = DEFAULT_MODELS
             .iter()
             .map(|id| json!({"id": id, "object": "model"}))
@@ -230,6 +231,13 @@ impl MockMantle {
         *self.inner.models.lock().unwrap() = rows;
     }
 
+    /// Adds rows for `ids` to those served by `GET /v1/models` (so that strict models serves
+    /// them too).
+    pub fn add_models(&self, ids: &[&str]) {
+        let mut models = self.inner.models.lock().unwrap();
+        models.extend(ids.iter().map(|id| json!({"id": id, "object": "model"})));
+    }
+
     /// Makes default (unscripted) streaming replies pause this long between chunks, so streams
     /// stay in flight for a while (e.g. across a hot-swap).
     pub fn set_step_delay(&self, delay: Duration) {
@@ -237,7 +245,8 @@ impl MockMantle {
     }
 
     /// Like Mantle, answer 404 `The model '<id>' does not exist` for a model id that is neither
-    /// in the listed models nor a Claude id (off by default: most tests use made-up ids).
+    /// in the listed models nor a Claude id. On by default; a test about something else that
+    /// streams a made-up id lists it with [`MockMantle::set_models`] or turns this off.
     pub fn set_strict_models(&self, strict: bool) {
         self.inner.strict_models.store(strict, Ordering::SeqCst);
     }

@@ -156,6 +156,11 @@ pub fn provider_for(server: &mantle_mock_server::MockMantle, token: &str) -> Pro
     plugin().create_provider("", &cfg).expect("create provider")
 }
 
+/// A model the local server lists (it answers 404 for ids it does not list, as Mantle does),
+/// served on chat completions, with no special rules: for tests about something else.
+#[allow(dead_code)]
+pub const LISTED_MODEL: &str = "openai.gpt-oss-20b";
+
 /// A canonical request with one user message.
 pub fn request(model: &str, prompt: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]})

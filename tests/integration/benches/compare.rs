@@ -1,0 +1,707 @@
+//! The plugin against a direct HTTP client on the same upstream, in one process and one run
+//! (issue #13). Every figure that matters is a ratio of two numbers measured side by side here:
+//! absolute times on a shared 2-core machine are noise.
+//!
+//! Three readers of the same streams:
+//! - `raw`: reqwest, bytes only (the transport limit);
+//! - `direct`: reqwest + one `serde_json::Value` per `data:` line (what a gateway calling Mantle
+//!   itself would do at least);
+//! - `plugin`: the release cdylib through host-shim, one `stream_next` per event.
+//!
+//! Two upstreams: `memory` (a loopback server that writes a precomputed body at once: memory
+//! speed) and `local` (the local Mantle-compatible server). Every surface: openai-completions,
+//! anthropic-messages, openai-responses.
+//!
+//! `cargo bench -p mantle-integration-tests --bench compare` (add `-- --quick` for a short run).
+//! The RSS rows run in child processes of this binary (one per reader and count), so that memory
+//! freed by one phase cannot flatter the next.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use futures_util::StreamExt;
+use mantle_host_shim::{swap::HotSwap, EventKind, Plugin, Provider};
+use mantle_mock_server::{
+    anthropic_text_stream, openai_text_stream, responses_text_stream, MockMantle, Step,
+};
+use serde_json::json;
+
+/// The three surfaces: name, model id, and the path the plugin posts to.
+const SURFACES: [(&str, &str, &str); 3] = [
+    (
+        "openai-completions",
+        "openai.gpt-oss-20b",
+        "/v1/chat/completions",
+    ),
+    (
+        "anthropic-messages",
+        "anthropic.claude-opus-4-7",
+        "/anthropic/v1/messages",
+    ),
+    ("openai-responses", "openai.gpt-5.5", "/openai/v1/responses"),
+];
+
+/// Text deltas per memory-speed stream (one character each).
+fn memory_deltas(quick: bool) -> usize {
+    if quick {
+        20_000
+    } else {
+        200_000
+    }
+}
+
+/// Process CPU time (all threads: the upstream's, the plugin's and the host's).
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is always supported
+    // on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Resident set size of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn body_of(steps: Vec<Step>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for step in steps {
+        if let Step::Bytes(b) = step {
+            body.extend_from_slice(&b);
+        }
+    }
+    body
+}
+
+/// A loopback upstream that answers every request on `path` with a precomputed SSE body,
+/// written at once (keep-alive; one thread per connection).
+struct MemoryUpstream {
+    addr: SocketAddr,
+}
+
+impl MemoryUpstream {
+    fn start(bodies: Vec<(String, Vec<u8>)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+            bodies
+                .into_iter()
+                .map(|(path, body)| {
+                    let mut reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    reply.extend_from_slice(&body);
+                    (path, reply)
+                })
+                .collect(),
+        );
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let bodies = bodies.clone();
+                std::thread::spawn(move || serve_connection(conn, &bodies));
+            }
+        });
+        MemoryUpstream { addr }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn serve_connection(conn: TcpStream, bodies: &[(String, Vec<u8>)]) {
+    let _ = conn.set_nodelay(true);
+    let mut writer = conn.try_clone().unwrap();
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let mut content_length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply = bodies
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, r)| r.as_slice())
+            .unwrap_or(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+        if writer.write_all(reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// What one reader measured over `streams` streams.
+#[derive(Clone, Copy)]
+struct Run {
+    events: usize,
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Run {
+    fn per_second(&self) -> f64 {
+        self.events as f64 / self.wall.as_secs_f64()
+    }
+    fn cpu_ns_per_event(&self) -> f64 {
+        self.cpu.as_nanos() as f64 / self.events as f64
+    }
+}
+
+fn request_body(model: &str, prompt: &str, surface: &str) -> serde_json::Value {
+    match surface {
+        "openai-responses" => json!({"model": model, "input": prompt, "stream": true}),
+        "anthropic-messages" => json!({"model": model, "max_tokens": 1024, "stream": true,
+            "messages": [{"role": "user", "content": prompt}]}),
+        _ => json!({"model": model, "stream": true,
+            "messages": [{"role": "user", "content": prompt}]}),
+    }
+}
+
+/// The direct reader: `concurrency` streams at once, each on its own task of a runtime with as
+/// many workers; `parse` false reads bytes only. Returns the `data:` lines seen.
+fn direct(
+    runtime: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    concurrency: usize,
+    parse: bool,
+) -> Run {
+    let body = body.to_string();
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let events = runtime.block_on(async {
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let client = client.clone();
+                let url = url.to_string();
+                let body = body.clone();
+                tokio::spawn(async move { read_direct(&client, &url, body, parse).await })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
+    });
+    Run {
+        events,
+        wall: start.elapsed(),
+        cpu: cpu_time() - cpu0,
+    }
+}
+
+/// One direct stream: counts `data:` lines (parsing each as JSON when `parse`).
+async fn read_direct(client: &reqwest::Client, url: &str, body: String, parse: bool) -> usize {
+    let response = client
+        .post(url)
+        .header("authorization", "Bearer bench")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut chunks = response.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut events = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.unwrap();
+        if !parse {
+            events += chunk.iter().filter(|b| **b == b'\n').count();
+            continue;
+        }
+        pending.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+            let line = &pending[start..start + end];
+            if let Some(data) = line.strip_prefix(b"data: ") {
+                if data != b"[DONE]" {
+                    let v: serde_json::Value = serde_json::from_slice(data).unwrap();
+                    std::hint::black_box(&v);
+                    events += 1;
+                }
+            }
+            start += end + 1;
+        }
+        pending.drain(..start);
+    }
+    events
+}
+
+/// The plugin reader: `concurrency` streams at once, each pulled by its own host thread.
+/// Returns the text deltas received (asserting each stream ended with `done`).
+fn through_plugin(provider: &Provider, request: &str, concurrency: usize) -> Run {
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let events = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..concurrency)
+            .map(|_| scope.spawn(|| read_plugin(provider, request)))
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    Run {
+        events,
+        wall: start.elapsed(),
+        cpu: cpu_time() - cpu0,
+    }
+}
+
+fn read_plugin(provider: &Provider, request: &str) -> usize {
+    let mut stream = provider.stream(request).unwrap();
+    let mut deltas = 0;
+    loop {
+        let Some(e) = stream.next(Duration::from_secs(60)).unwrap() else {
+            panic!("stream stalled")
+        };
+        match e.kind {
+            EventKind::TextDelta => deltas += 1,
+            EventKind::Done => return deltas,
+            EventKind::Error => panic!("stream failed: {}", e.json),
+            _ => {}
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Time to the first text delta: `per_thread` sequential streams on each of `concurrency`
+/// threads, plugin and direct alternating so both see the same machine state.
+fn first_event_latency(
+    provider: &Provider,
+    client: &reqwest::Client,
+    runtime: &tokio::runtime::Runtime,
+    origin: &str,
+    concurrency: usize,
+    per_thread: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (model, path) = (SURFACES[0].1, SURFACES[0].2);
+    let request = common::request(model, "latency").to_string();
+    let body = request_body(model, "latency", SURFACES[0].0).to_string();
+    let url = format!("{origin}{path}");
+    let results: Vec<(Vec<Duration>, Vec<Duration>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (request, body, url) = (&request, &body, &url);
+                scope.spawn(move || {
+                    let (mut plugin, mut direct) = (Vec::new(), Vec::new());
+                    for _ in 0..per_thread {
+                        let start = Instant::now();
+                        let mut stream = provider.stream(request).unwrap();
+                        loop {
+                            let e = stream.next(Duration::from_secs(30)).unwrap().unwrap();
+                            if e.kind == EventKind::TextDelta {
+                                plugin.push(start.elapsed());
+                                break;
+                            }
+                            assert!(!e.kind.is_terminal(), "{}", e.json);
+                        }
+                        drop(stream);
+                        let start = Instant::now();
+                        runtime.block_on(async {
+                            let response = client
+                                .post(url.as_str())
+                                .header("authorization", "Bearer bench")
+                                .header("content-type", "application/json")
+                                .body(body.clone())
+                                .send()
+                                .await
+                                .unwrap();
+                            let mut chunks = response.bytes_stream();
+                            let mut seen = Vec::new();
+                            while let Some(chunk) = chunks.next().await {
+                                seen.extend_from_slice(&chunk.unwrap());
+                                // The first data line with content (after the role chunk).
+                                if seen.windows(11).any(|w| w == b"\"content\":\"")
+                                    && seen
+                                        .split(|b| *b == b'\n')
+                                        .filter(|l| l.starts_with(b"data: "))
+                                        .count()
+                                        >= 2
+                                {
+                                    break;
+                                }
+                            }
+                        });
+                        direct.push(start.elapsed());
+                    }
+                    (plugin, direct)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut plugin: Vec<Duration> = results.iter().flat_map(|r| r.0.clone()).collect();
+    let mut direct: Vec<Duration> = results.iter().flat_map(|r| r.1.clone()).collect();
+    plugin.sort();
+    direct.sort();
+    (plugin, direct)
+}
+
+/// Child process: opens `count` streams with `reader` against a local server whose streams stay
+/// open, and prints the RSS growth per stream in bytes.
+fn rss_child(reader: &str, count: usize) {
+    raise_fd_limit();
+    let server = MockMantle::start(None).unwrap();
+    server.set_step_delay(Duration::from_secs(600));
+    let (model, path) = (SURFACES[0].1, SURFACES[0].2);
+    let prompt = "x".repeat(64);
+    match reader {
+        "plugin" => {
+            let plugin = Plugin::load(std::env::var("MANTLE_BENCH_PLUGIN").unwrap()).unwrap();
+            let config = json!({"baseUrl": server.base_url(), "apiKey": "bench"}).to_string();
+            let provider = plugin.create_provider("", &config).unwrap();
+            // Warm up: one stream, so runtime and client start-up are not counted.
+            let mut warm = provider
+                .stream(&common::request(model, &prompt).to_string())
+                .unwrap();
+            warm.next(Duration::from_secs(30)).unwrap();
+            drop(warm);
+            let before = rss_kib();
+            let mut streams = Vec::with_capacity(count);
+            for _ in 0..count {
+                let mut s = provider
+                    .stream(&common::request(model, &prompt).to_string())
+                    .unwrap();
+                // The first event: the response is open and its first chunk arrived.
+                assert!(s.next(Duration::from_secs(60)).unwrap().is_some());
+                streams.push(s);
+            }
+            println!("{}", (rss_kib() - before) * 1024 / count as u64);
+            drop(streams);
+        }
+        _ => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let client = reqwest::Client::new();
+            let url = format!("{}{path}", server.origin());
+            let body = request_body(model, &prompt, SURFACES[0].0).to_string();
+            let open = |n: usize| {
+                runtime.block_on(async {
+                    let mut held = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let response = client
+                            .post(url.as_str())
+                            .header("authorization", "Bearer bench")
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .await
+                            .unwrap();
+                        let mut chunks = response.bytes_stream();
+                        chunks.next().await.unwrap().unwrap();
+                        held.push(chunks);
+                    }
+                    held
+                })
+            };
+            drop(open(1));
+            let before = rss_kib();
+            let held = open(count);
+            println!("{}", (rss_kib() - before) * 1024 / count as u64);
+            drop(held);
+        }
+    }
+}
+
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit; RLIMIT_NOFILE is a valid resource.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn rss_per_stream(plugin: &Path, reader: &str, count: usize) -> u64 {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--rss-child", reader, &count.to_string()])
+        .env("MANTLE_BENCH_PLUGIN", plugin)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn drop_in(file: &Path, dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(file, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// File dropped into the watched directory -> the first request served by the new version
+/// (the upstream sees each version's build tag in its user-agent).
+fn cut_over(v1: &Path, v2: &Path, samples: usize) -> Vec<Duration> {
+    let server = MockMantle::start(None).unwrap();
+    let config = json!({"baseUrl": server.base_url(), "apiKey": "bench"}).to_string();
+    let dir = std::env::temp_dir().join(format!("mantle-bench-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    drop_in(v1, &dir, "v1-0.so");
+    let (swap, scanner) = HotSwap::from_dir(&dir, "", &config).unwrap();
+    let _watcher = swap.watch(scanner, Duration::from_millis(1));
+    let request = common::request(SURFACES[0].1, "swap").to_string();
+    let mut times = Vec::new();
+    for i in 0..samples {
+        let (file, tag) = if i % 2 == 0 { (v2, "v2") } else { (v1, "v1") };
+        server.clear_requests();
+        let start = Instant::now();
+        drop_in(file, &dir, &format!("{tag}-{}.so", i + 1));
+        loop {
+            let mut stream = swap.provider().stream(&request).unwrap();
+            stream.collect(Duration::from_secs(30)).unwrap();
+            let served_by_new = server.requests().last().is_some_and(|r| {
+                r.header("user-agent")
+                    .is_some_and(|ua| ua.contains(&format!("+{tag}")))
+            });
+            if served_by_new {
+                times.push(start.elapsed());
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no cut-over");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    times.sort();
+    times
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--rss-child") {
+        rss_child(&args[i + 1], args[i + 2].parse().unwrap());
+        return;
+    }
+    // `cargo bench` passes `--bench`; only `--quick` is ours.
+    let quick = args.iter().any(|a| a == "--quick");
+    raise_fd_limit();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plugin_file = common::release_plugin(None);
+    println!(
+        "machine: {cores} cores; plugin: {} ({} KiB, release)",
+        plugin_file.display(),
+        std::fs::metadata(&plugin_file).unwrap().len() / 1024
+    );
+
+    // Load + create: each load maps a fresh copy, as a new version would.
+    let mut loads = Vec::new();
+    let mut creates = Vec::new();
+    let config_for =
+        |origin: &str| json!({"baseUrl": format!("{origin}/v1"), "apiKey": "bench"}).to_string();
+    for _ in 0..if quick { 3 } else { 10 } {
+        let start = Instant::now();
+        let plugin = Plugin::load(&plugin_file).unwrap();
+        loads.push(start.elapsed());
+        let start = Instant::now();
+        let provider = plugin
+            .create_provider("", &config_for("http://127.0.0.1:9"))
+            .unwrap();
+        creates.push(start.elapsed());
+        drop(provider);
+    }
+    loads.sort();
+    creates.sort();
+
+    let plugin = Plugin::load(&plugin_file).unwrap();
+    let n = memory_deltas(quick);
+    let text = "x".repeat(n);
+    let memory = MemoryUpstream::start(
+        SURFACES
+            .iter()
+            .map(|(surface, model, path)| {
+                let steps = match *surface {
+                    "anthropic-messages" => anthropic_text_stream(model, &text, 1),
+                    "openai-responses" => responses_text_stream(model, &text, 1),
+                    _ => openai_text_stream(model, &text, 1),
+                };
+                (path.to_string(), body_of(steps))
+            })
+            .collect(),
+    );
+    let local = MockMantle::start(None).unwrap();
+    let local_text = "x".repeat(if quick { 4_000 } else { 20_000 } * 8 - "echo: ".len());
+
+    println!();
+    println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct | CPU ns/event direct | CPU ns/event plugin |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut concurrencies = vec![1, 2];
+    if cores > 2 {
+        concurrencies.extend([4, 8, 14].into_iter().filter(|c| *c <= cores));
+    }
+    for (upstream, origin) in [("memory", memory.origin()), ("local", local.origin())] {
+        let provider = plugin.create_provider("", &config_for(&origin)).unwrap();
+        for (surface, model, path) in SURFACES {
+            let prompt = if upstream == "memory" {
+                "bench"
+            } else {
+                &local_text
+            };
+            let request = common::request(model, prompt).to_string();
+            let body = request_body(model, prompt, surface);
+            let url = format!("{origin}{path}");
+            let levels: &[usize] = if upstream == "memory" {
+                &concurrencies
+            } else {
+                &[1]
+            };
+            for &c in levels {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(c)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let client = reqwest::Client::new();
+                // Warm both paths (connections, allocator) before measuring.
+                direct(&runtime, &client, &url, &body, c, true);
+                through_plugin(&provider, &request, c);
+                let raw = direct(&runtime, &client, &url, &body, c, false);
+                let d = direct(&runtime, &client, &url, &body, c, true);
+                let p = through_plugin(&provider, &request, c);
+                println!(
+                    "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |",
+                    raw.per_second(),
+                    d.per_second(),
+                    p.per_second(),
+                    p.per_second() / d.per_second(),
+                    d.cpu_ns_per_event(),
+                    p.cpu_ns_per_event()
+                );
+            }
+        }
+    }
+
+    // Added time to first event against the local server.
+    let provider = plugin
+        .create_provider("", &config_for(&local.origin()))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    println!();
+    println!("| time to first text, local server | plugin p50 / p99 | direct p50 / p99 | added p50 / p99 |");
+    println!("| --- | --- | --- | --- |");
+    for (c, per_thread) in [
+        (1, if quick { 100 } else { 500 }),
+        (64, if quick { 3 } else { 10 }),
+    ] {
+        let (p, d) =
+            first_event_latency(&provider, &client, &runtime, &local.origin(), c, per_thread);
+        let (p50, p99, d50, d99) = (
+            percentile(&p, 0.5),
+            percentile(&p, 0.99),
+            percentile(&d, 0.5),
+            percentile(&d, 0.99),
+        );
+        println!(
+            "| c={c} ({} streams each) | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:+.0} / {:+.0} µs |",
+            p.len(),
+            micros(p50),
+            micros(p99),
+            micros(d50),
+            micros(d99),
+            micros(p50) - micros(d50),
+            micros(p99) - micros(d99)
+        );
+    }
+
+    println!();
+    println!("| open streams | RSS per stream, direct | RSS per stream, plugin | plugin/direct |");
+    println!("| --- | --- | --- | --- |");
+    for count in [1_000, 5_000] {
+        let d = rss_per_stream(&plugin_file, "direct", count);
+        let p = rss_per_stream(&plugin_file, "plugin", count);
+        println!(
+            "| {count} | {:.1} KiB | {:.1} KiB | {:.2} |",
+            d as f64 / 1024.0,
+            p as f64 / 1024.0,
+            p as f64 / d as f64
+        );
+    }
+
+    let v1 = common::release_plugin(Some("v1"));
+    let v2 = common::release_plugin(Some("v2"));
+    let cut = cut_over(&v1, &v2, if quick { 4 } else { 10 });
+    println!();
+    println!("| what | median | max |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| plugin load (copy + SHA-256 + dlopen + ABI check) | {:.1} ms | {:.1} ms |",
+        loads[loads.len() / 2].as_secs_f64() * 1e3,
+        loads[loads.len() - 1].as_secs_f64() * 1e3
+    );
+    println!(
+        "| provider create | {:.2} ms | {:.2} ms |",
+        creates[creates.len() / 2].as_secs_f64() * 1e3,
+        creates[creates.len() - 1].as_secs_f64() * 1e3
+    );
+    println!(
+        "| file dropped -> first request on the new version (1 ms poll) | {:.1} ms | {:.1} ms |",
+        cut[cut.len() / 2].as_secs_f64() * 1e3,
+        cut[cut.len() - 1].as_secs_f64() * 1e3
+    );
+}
