@@ -33,14 +33,30 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Plugin-level configuration: `{ discovery: { enabled: bool } }`.
+/// Plugin-level configuration: `{ discovery: { enabled: bool }, runtime: { workerThreads: n } }`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PluginConfig {
     /// Discovery settings.
     #[serde(default)]
     pub discovery: DiscoveryConfig,
+    /// The provider's own runtime.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
 }
+
+/// `runtime` section of the plugin config.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    /// Worker threads of each provider's runtime (1..=1024); unset: as many as the machine
+    /// has cores (`available_parallelism`).
+    #[serde(default)]
+    pub worker_threads: Option<u32>,
+}
+
+/// Most worker threads a provider's runtime may be given.
+pub const MAX_WORKER_THREADS: u32 = 1024;
 
 /// `discovery` section of the plugin config.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -263,7 +279,24 @@ fn typed<T: serde::de::DeserializeOwned>(
 impl PluginConfig {
     /// Parses the plugin config (empty text = defaults).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        typed(parse_json5(text, "plugin config")?, "plugin config")
+        let config: PluginConfig = typed(parse_json5(text, "plugin config")?, "plugin config")?;
+        if let Some(n) = config.runtime.worker_threads {
+            if !(1..=MAX_WORKER_THREADS).contains(&n) {
+                return Err(ConfigError {
+                    context: "plugin config",
+                    message: format!("field `runtime.workerThreads`: expected 1..={MAX_WORKER_THREADS}, found {n}"),
+                });
+            }
+        }
+        Ok(config)
+    }
+
+    /// Worker threads for a provider's runtime: the configured number, else the machine's cores.
+    pub fn worker_threads(&self) -> usize {
+        match self.runtime.worker_threads {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
     }
 }
 
@@ -345,6 +378,25 @@ mod tests {
         assert!(PluginConfig::parse("").unwrap().discovery.enabled);
         let c = PluginConfig::parse("{ // comment\n discovery: { enabled: false, }, }").unwrap();
         assert!(!c.discovery.enabled);
+    }
+
+    #[test]
+    fn runtime_worker_threads_default_to_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(PluginConfig::parse("").unwrap().worker_threads(), cores);
+        let c = PluginConfig::parse("{ runtime: { workerThreads: 7 } }").unwrap();
+        assert_eq!(c.worker_threads(), 7);
+        for bad in ["0", "1025"] {
+            let e = PluginConfig::parse(&format!("{{ runtime: {{ workerThreads: {bad} }} }}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("runtime.workerThreads") && e.contains("1..=1024"),
+                "{e}"
+            );
+        }
+        let e = PluginConfig::parse("{ runtime: { threads: 2 } }").unwrap_err();
+        assert!(e.to_string().contains("threads"), "{e}");
     }
 
     #[test]

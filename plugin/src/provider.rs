@@ -45,8 +45,9 @@ pub struct ProviderOptions {
     pub credentials: Option<SharedCredentialsProvider>,
     /// Stream timeouts.
     pub timeouts: Timeouts,
-    /// Worker threads of the instance's runtime.
-    pub worker_threads: usize,
+    /// Worker threads of the instance's runtime; `None`: the plugin config's
+    /// `runtime.workerThreads`, else the machine's cores.
+    pub worker_threads: Option<usize>,
     /// Discovery limits (deadline, idle per chunk, body cap).
     pub discovery_limits: discovery::Limits,
 }
@@ -58,7 +59,7 @@ impl Default for ProviderOptions {
             clock: Arc::new(SystemClock),
             credentials: None,
             timeouts: Timeouts::default(),
-            worker_threads: 2,
+            worker_threads: None,
             discovery_limits: discovery::Limits::default(),
         }
     }
@@ -227,7 +228,12 @@ impl Provider {
             None => region_name.clone(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(options.worker_threads.max(1))
+            .worker_threads(
+                options
+                    .worker_threads
+                    .unwrap_or_else(|| plugin.worker_threads())
+                    .max(1),
+            )
             .thread_name("mantle-provider")
             .enable_all()
             .build()

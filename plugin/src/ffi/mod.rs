@@ -39,27 +39,29 @@ pub struct StreamSlot {
     pub(crate) closed: OnceLock<&'static str>,
 }
 
-struct Registry {
-    providers: HashMap<u64, Arc<Provider>>,
-    streams: HashMap<u64, Arc<StreamSlot>>,
-}
+/// Stream shards: a pull looks its stream up under one shard's read lock, so pulls of
+/// different streams on different threads do not contend on one lock's cache line.
+const STREAM_SHARDS: usize = 64;
 
-/// Handles to objects. A read lock per lookup: pulls of different streams never wait for
-/// each other; only create/close take the write lock.
-static REGISTRY: Lazy<RwLock<Registry>> = Lazy::new(|| {
-    RwLock::new(Registry {
-        providers: HashMap::new(),
-        streams: HashMap::new(),
-    })
-});
+type Shard = RwLock<HashMap<u64, Arc<StreamSlot>>>;
+
+/// Handles to objects. Lookups take a read lock (providers) or one shard's read lock
+/// (streams); only create/close take a write lock.
+static PROVIDERS: Lazy<RwLock<HashMap<u64, Arc<Provider>>>> = Lazy::new(Default::default);
+static STREAMS: Lazy<[Shard; STREAM_SHARDS]> =
+    Lazy::new(|| std::array::from_fn(|_| RwLock::new(HashMap::new())));
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn registry() -> std::sync::RwLockReadGuard<'static, Registry> {
-    REGISTRY.read().unwrap_or_else(|p| p.into_inner())
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn registry_mut() -> std::sync::RwLockWriteGuard<'static, Registry> {
-    REGISTRY.write().unwrap_or_else(|p| p.into_inner())
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn shard(id: u64) -> &'static Shard {
+    &STREAMS[(id % STREAM_SHARDS as u64) as usize]
 }
 
 /// Runs `f`, turning a panic into an `Internal` error so nothing unwinds across the ABI.
@@ -104,12 +106,12 @@ pub fn provider_create(plugin_config: &str, provider_config: &str) -> Result<u64
             CreateError::Startup(s) => FfiError::new(ErrorCode::Internal, s),
         })?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    registry_mut().providers.insert(id, Arc::new(provider));
+    write(&PROVIDERS).insert(id, Arc::new(provider));
     Ok(id)
 }
 
 fn provider(id: u64) -> Result<Arc<Provider>, FfiError> {
-    registry().providers.get(&id).cloned().ok_or_else(|| {
+    read(&PROVIDERS).get(&id).cloned().ok_or_else(|| {
         FfiError::new(
             ErrorCode::InvalidHandle,
             format!("provider handle {id} is unknown or closed"),
@@ -119,7 +121,7 @@ fn provider(id: u64) -> Result<Arc<Provider>, FfiError> {
 
 /// The registered stream `id`.
 pub fn stream_slot(id: u64) -> Result<Arc<StreamSlot>, FfiError> {
-    registry().streams.get(&id).cloned().ok_or_else(|| {
+    read(shard(id)).get(&id).cloned().ok_or_else(|| {
         FfiError::new(
             ErrorCode::InvalidHandle,
             format!("stream handle {id} is unknown or closed"),
@@ -140,24 +142,24 @@ impl StreamSlot {
 /// Closes a provider: cancels and releases its streams (a pull waiting on one of them gets a
 /// `cancelled` terminal event), frees their buffers, shuts its runtime down.
 pub fn provider_close(id: u64) -> Result<(), FfiError> {
-    let (provider, streams) = {
-        let mut reg = registry_mut();
-        let provider = reg.providers.remove(&id).ok_or_else(|| {
-            FfiError::new(
-                ErrorCode::InvalidHandle,
-                format!("provider handle {id} is unknown or closed"),
-            )
-        })?;
-        let mut streams = Vec::new();
-        reg.streams.retain(|_, slot| {
+    let provider = write(&PROVIDERS).remove(&id).ok_or_else(|| {
+        FfiError::new(
+            ErrorCode::InvalidHandle,
+            format!("provider handle {id} is unknown or closed"),
+        )
+    })?;
+    // A stream_start racing with this close either registers before its shard is swept (and
+    // is closed here) or finds the provider gone after registering (and closes itself).
+    let mut streams = Vec::new();
+    for shard in STREAMS.iter() {
+        write(shard).retain(|_, slot| {
             let mine = slot.provider == id;
             if mine {
                 streams.push(slot.clone());
             }
             !mine
         });
-        (provider, streams)
-    };
+    }
     for slot in &streams {
         slot.close(CANCELLED_PROVIDER_CLOSED);
     }
@@ -206,7 +208,16 @@ pub fn stream_start(provider_id: u64, request_json: &str) -> Result<u64, FfiErro
         c_buffers: Mutex::default(),
         closed: OnceLock::new(),
     };
-    registry_mut().streams.insert(id, Arc::new(slot));
+    write(shard(id)).insert(id, Arc::new(slot));
+    if !read(&PROVIDERS).contains_key(&provider_id) {
+        if let Some(slot) = write(shard(id)).remove(&id) {
+            slot.close(CANCELLED_PROVIDER_CLOSED);
+        }
+        return Err(FfiError::new(
+            ErrorCode::InvalidHandle,
+            format!("provider handle {provider_id} was closed while the stream started"),
+        ));
+    }
     Ok(id)
 }
 
@@ -236,7 +247,7 @@ pub fn stream_cancel(id: u64) -> Result<(), FfiError> {
 /// Releases a stream (cancelling it if still running; a pull waiting on it gets the
 /// `cancelled` terminal event) and its C buffers.
 pub fn stream_close(id: u64) -> Result<(), FfiError> {
-    let removed = registry_mut().streams.remove(&id);
+    let removed = write(shard(id)).remove(&id);
     match removed {
         Some(slot) => {
             slot.close(CANCELLED_BY_HOST);

@@ -18,7 +18,7 @@ pub mod recover;
 pub mod responses;
 pub mod sse;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use queue::{EventQueue, ProducerGuard};
@@ -422,6 +422,7 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
     let mut body = response.bytes_stream();
     let mut sse_events = Vec::new();
     let mut out = Vec::new();
+    let mut batch = VecDeque::new();
     loop {
         let chunk = match tokio::time::timeout(req.timeouts.idle, body.next()).await {
             Err(_) => {
@@ -447,13 +448,19 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
             Some(bytes) => parser.feed(bytes, &mut sse_events),
             None => parser.finish(&mut sse_events),
         };
-        // Events parsed before a parse error in the same chunk are delivered first.
+        // Events parsed before a parse error in the same chunk are delivered first. All the
+        // events of one read go to the host as one batch (one wake-up, not one per event).
+        let mut over = false;
         for ev in sse_events.drain(..) {
             let done = decoder.on_event(&ev, &mut out);
             let raw: Option<Arc<str>> = req.include_raw.then(|| Arc::from(ev.data.as_str()));
-            if deliver(queue, &req, &mut out, raw).await || done {
-                return;
+            if stage(&req, &mut out, raw, &mut batch) || done {
+                over = true;
+                break;
             }
+        }
+        if queue.push_all(&mut batch).await.is_err() || over {
+            return;
         }
         if let Err(e) = parsed {
             let e = StreamError::new(ErrorKind::Protocol, None, e.to_string());
@@ -461,30 +468,31 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
         }
         if chunk.is_none() {
             decoder.on_eof(&mut out);
-            deliver(queue, &req, &mut out, None).await;
+            stage(&req, &mut out, None, &mut batch);
+            let _ = queue.push_all(&mut batch).await;
             return;
         }
     }
 }
 
-/// Queues `out`'s events; true when the stream is over (a terminal event went out, or the
-/// host is gone). Upstream error text is scrubbed of the bearer token on the way.
-async fn deliver(
-    queue: &EventQueue,
+/// Moves `out`'s events into `batch` (upstream error text scrubbed of the bearer token on the
+/// way); true once a terminal event was staged (nothing after it is).
+fn stage(
     req: &UpstreamRequest,
     out: &mut Vec<StreamEvent>,
     raw: Option<Arc<str>>,
+    batch: &mut VecDeque<Emitted>,
 ) -> bool {
     for mut event in out.drain(..) {
         if let StreamEvent::Error(e) = &mut event {
             e.message = req.auth.scrub(&e.message);
         }
         let terminal = event.is_terminal();
-        let emitted = Emitted {
+        batch.push_back(Emitted {
             event,
             raw: raw.clone(),
-        };
-        if queue.push(emitted).await.is_err() || terminal {
+        });
+        if terminal {
             return true;
         }
     }

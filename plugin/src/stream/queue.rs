@@ -10,6 +10,11 @@
 //! The queue also keeps the pull-side rules of the contract: exactly one terminal event, then
 //! `Finished`; a cancel turns the next pull into a `cancelled` terminal event (waking a pull
 //! that is waiting); one pull at a time per stream.
+//!
+//! Wake-ups cost a system call and a thread switch each, so they are rationed: the task pushes
+//! the events of one upstream read as one batch and wakes the host only when a pull is waiting;
+//! a full queue wakes its task only once the host has drained it to half (then the task refills
+//! it in one batch), never once per event.
 
 use std::{
     collections::VecDeque,
@@ -46,6 +51,24 @@ struct State {
     terminal_delivered: bool,
     /// A pull is running.
     pulling: bool,
+    /// A pull waits on `readable`: a push must wake it.
+    pull_waiting: bool,
+    /// The task waits on `writable` for room.
+    push_waiting: bool,
+}
+
+impl State {
+    /// Whether `size` more payload bytes may be queued now (one event always fits an empty
+    /// queue).
+    fn fits(&self, size: usize) -> bool {
+        self.events.is_empty()
+            || (self.events.len() < MAX_QUEUED_EVENTS && self.bytes + size <= MAX_QUEUED_BYTES)
+    }
+
+    /// Drained to half of both bounds: time to wake a waiting task.
+    fn below_low_watermark(&self) -> bool {
+        self.events.len() <= MAX_QUEUED_EVENTS / 2 && self.bytes <= MAX_QUEUED_BYTES / 2
+    }
 }
 
 /// The queue of one stream.
@@ -73,28 +96,48 @@ impl EventQueue {
 
     /// Queues an event, waiting while the queue is full. Fails once the stream was cancelled.
     pub async fn push(&self, event: Emitted) -> Result<(), ConsumerGone> {
-        let size = event.payload_bytes();
-        loop {
+        self.push_all(&mut VecDeque::from([event])).await
+    }
+
+    /// Queues `events` in order, as many at a time as fit, waking a waiting pull once per
+    /// batch; waits while the queue is full. Fails once the stream was cancelled.
+    pub async fn push_all(&self, events: &mut VecDeque<Emitted>) -> Result<(), ConsumerGone> {
+        while !events.is_empty() {
             let notified = self.writable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let wake_pull = {
                 let mut s = self.lock();
                 if s.cancelled.is_some() {
                     return Err(ConsumerGone);
                 }
-                let fits = s.events.is_empty()
-                    || (s.events.len() < MAX_QUEUED_EVENTS && s.bytes + size <= MAX_QUEUED_BYTES);
-                if fits {
+                let before = s.events.len();
+                while let Some(event) = events.pop_front() {
+                    let size = event.payload_bytes();
+                    if !s.fits(size) {
+                        events.push_front(event);
+                        break;
+                    }
                     s.bytes += size;
                     s.events.push_back(event);
-                    drop(s);
-                    self.readable.notify_all();
-                    return Ok(());
                 }
+                if !events.is_empty() {
+                    s.push_waiting = true;
+                }
+                let wake = s.pull_waiting && s.events.len() > before;
+                if wake {
+                    s.pull_waiting = false;
+                }
+                wake
+            };
+            if wake_pull {
+                self.readable.notify_one();
             }
-            notified.await;
+            if !events.is_empty() {
+                notified.await;
+            }
         }
+        Ok(())
     }
 
     /// Marks the producer finished (called when the task ends or is dropped).
@@ -138,7 +181,10 @@ impl EventQueue {
                 if e.event.is_terminal() {
                     s.terminal_delivered = true;
                 }
-                self.writable.notify_one();
+                if s.push_waiting && s.below_low_watermark() {
+                    s.push_waiting = false;
+                    self.writable.notify_one();
+                }
                 break Poll::Event(e);
             }
             if s.producer_done {
@@ -159,11 +205,13 @@ impl EventQueue {
                 Some(_) => break Poll::Pending,
                 None => Duration::from_secs(3600), // "forever": re-checked on every wake-up
             };
+            s.pull_waiting = true;
             s = self
                 .readable
                 .wait_timeout(s, wait)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            s.pull_waiting = false;
         };
         s.pulling = false;
         Ok(poll)
@@ -195,5 +243,102 @@ pub struct ProducerGuard(pub std::sync::Arc<EventQueue>);
 impl Drop for ProducerGuard {
     fn drop(&mut self) {
         self.0.producer_done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{
+        future::Future,
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+        task::{Context, Wake, Waker},
+    };
+
+    /// Counts how often the task that pushes is woken.
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn text(i: usize) -> Emitted {
+        Emitted {
+            event: StreamEvent::TextDelta {
+                text: i.to_string(),
+            },
+            raw: None,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_wakes_its_task_once_drained_to_half_not_per_event() {
+        let queue = EventQueue::default();
+        let mut events: VecDeque<Emitted> = (0..1000).map(text).collect();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut push = Box::pin(queue.push_all(&mut events));
+        assert!(push.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            queue.queued().0,
+            MAX_QUEUED_EVENTS,
+            "one batch fills the queue"
+        );
+        let mut next = 0;
+        let mut pull_one = |expect_woken: usize| {
+            let Ok(Poll::Event(e)) = queue.pull(Duration::ZERO) else {
+                panic!("an event")
+            };
+            assert_eq!(e.event.text(), next.to_string(), "in order");
+            next += 1;
+            assert_eq!(counter.0.load(Ordering::SeqCst), expect_woken);
+        };
+        for _ in 0..MAX_QUEUED_EVENTS / 2 - 1 {
+            pull_one(0);
+        }
+        pull_one(1); // drained to half: one wake-up
+        assert!(push.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(queue.queued().0, MAX_QUEUED_EVENTS, "refilled in one batch");
+        drop(push);
+        assert_eq!(
+            events.len(),
+            1000 - MAX_QUEUED_EVENTS - MAX_QUEUED_EVENTS / 2
+        );
+    }
+
+    #[test]
+    fn a_push_wakes_a_waiting_pull_and_nothing_is_lost() {
+        let queue = Arc::new(EventQueue::default());
+        let puller = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while got.len() < 600 {
+                    match queue.pull(Duration::from_secs(30)).unwrap() {
+                        Poll::Event(e) => got.push(e.event.text().to_string()),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                got
+            })
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for start in [0, 300] {
+                let mut batch: VecDeque<Emitted> = (start..start + 300).map(text).collect();
+                queue.push_all(&mut batch).await.unwrap();
+            }
+        });
+        let got = puller.join().unwrap();
+        assert_eq!(got, (0..600).map(|i| i.to_string()).collect::<Vec<_>>());
     }
 }
