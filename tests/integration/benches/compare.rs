@@ -658,7 +658,7 @@ fn main() {
             percentile(&d, 0.99),
         );
         println!(
-            "| c={c} ({} streams each) | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:+.0} / {:+.0} µs |",
+            "| c={c} ({} streams in all) | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:+.0} / {:+.0} µs |",
             p.len(),
             micros(p50),
             micros(p99),
