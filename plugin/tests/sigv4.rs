@@ -40,6 +40,15 @@ fn static_credentials(akid: &str, secret: &str) -> Option<SharedCredentialsProvi
     )))
 }
 
+/// A local server that accepts only SigV4 signatures made with `AKIDSTATIC` / `static-secret`.
+fn server_wanting_static_key_signatures() -> MockMantle {
+    let server = MockMantle::start(None).unwrap();
+    server.set_sigv4(Some(
+        SigV4Keys::new(REGION, &[]).with_static("AKIDSTATIC", "static-secret"),
+    ));
+    server
+}
+
 /// Text and terminal event of one stream.
 fn run(p: &Provider, model: &str) -> (String, StreamEvent) {
     let req = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
@@ -70,10 +79,7 @@ fn signer_of(r: &RecordedRequest) -> String {
 #[test]
 fn discovery_and_every_surface_are_signed_and_verified() {
     let _g = isolate_aws_env();
-    let server = MockMantle::start(None).unwrap();
-    server.set_sigv4(Some(
-        SigV4Keys::new(REGION, &[]).with_static("AKIDSTATIC", "static-secret"),
-    ));
+    let server = server_wanting_static_key_signatures();
     let p = sigv4_provider(
         &server,
         ProviderOptions {
@@ -136,10 +142,7 @@ fn discovery_and_every_surface_are_signed_and_verified() {
 #[test]
 fn a_wrong_secret_is_refused_by_the_server() {
     let _g = isolate_aws_env();
-    let server = MockMantle::start(None).unwrap();
-    server.set_sigv4(Some(
-        SigV4Keys::new(REGION, &[]).with_static("AKIDSTATIC", "static-secret"),
-    ));
+    let server = server_wanting_static_key_signatures();
     let p = sigv4_provider(
         &server,
         ProviderOptions {
@@ -208,10 +211,7 @@ fn credentials_from_the_default_chain_rotate_and_no_bearer_token_is_sent() {
 fn the_bearer_path_is_refused_by_a_server_that_wants_signatures() {
     // The check the server makes is real: a bearer request fails it.
     let _g = isolate_aws_env();
-    let server = MockMantle::start(None).unwrap();
-    server.set_sigv4(Some(
-        SigV4Keys::new(REGION, &[]).with_static("AKIDSTATIC", "static-secret"),
-    ));
+    let server = server_wanting_static_key_signatures();
     let cfg = format!(
         "{{ baseUrl: '{}', region: '{REGION}', apiKey: 'bedrock-api-key-literal' }}",
         server.base_url()

@@ -235,8 +235,9 @@ fn direct(
     }
 }
 
-/// One direct stream: counts `data:` lines (parsing each as JSON when `parse`).
-async fn read_direct(client: &reqwest::Client, url: &str, body: String, parse: bool) -> usize {
+/// The direct client's request: POST `body` to `url` with the bench's bearer token; the
+/// response once its headers arrived (a success, or the bench stops).
+async fn post(client: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
     let response = client
         .post(url)
         .header("authorization", "Bearer bench")
@@ -246,7 +247,12 @@ async fn read_direct(client: &reqwest::Client, url: &str, body: String, parse: b
         .await
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-    let mut chunks = response.bytes_stream();
+    response
+}
+
+/// One direct stream: counts `data:` lines (parsing each as JSON when `parse`).
+async fn read_direct(client: &reqwest::Client, url: &str, body: String, parse: bool) -> usize {
+    let mut chunks = post(client, url, body).await.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
     let mut events = 0;
     while let Some(chunk) = chunks.next().await {
@@ -349,15 +355,7 @@ fn first_event_latency(
                         drop(stream);
                         let start = Instant::now();
                         runtime.block_on(async {
-                            let response = client
-                                .post(url.as_str())
-                                .header("authorization", "Bearer bench")
-                                .header("content-type", "application/json")
-                                .body(body.clone())
-                                .send()
-                                .await
-                                .unwrap();
-                            let mut chunks = response.bytes_stream();
+                            let mut chunks = post(client, url, body.clone()).await.bytes_stream();
                             let mut seen = Vec::new();
                             while let Some(chunk) = chunks.next().await {
                                 seen.extend_from_slice(&chunk.unwrap());
@@ -433,15 +431,7 @@ fn rss_child(reader: &str, count: usize) {
                 runtime.block_on(async {
                     let mut held = Vec::with_capacity(n);
                     for _ in 0..n {
-                        let response = client
-                            .post(url.as_str())
-                            .header("authorization", "Bearer bench")
-                            .header("content-type", "application/json")
-                            .body(body.clone())
-                            .send()
-                            .await
-                            .unwrap();
-                        let mut chunks = response.bytes_stream();
+                        let mut chunks = post(&client, &url, body.clone()).await.bytes_stream();
                         chunks.next().await.unwrap().unwrap();
                         held.push(chunks);
                     }
