@@ -9,6 +9,9 @@
 //! - `mantle serve --plugins-dir DIR [--local]`: serves a steady load of streams from the newest
 //!   plugin in DIR and hot-swaps when a new version is dropped in; `rollback`, `swap FILE`,
 //!   `status` and `quit` on stdin.
+//! - `mantle serve --plugins-dir DIR --listen 127.0.0.1:PORT [--api-key KEY]`: the same plugins
+//!   directory and hot-swap behind an OpenAI- and Anthropic-compatible HTTP front
+//!   (`/v1/models`, `/v1/chat/completions`, `/v1/messages`, `/v1/responses`).
 //!
 //! Config: `--config FILE` (JSON5: `{ plugin: {...}, provider: {...} }`) plus the environment
 //! (`AWS_REGION`, `AWS_BEARER_TOKEN_BEDROCK`, AWS credentials), as the provider spec says.
@@ -21,6 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod front;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -89,6 +93,17 @@ enum Command {
         /// Stop after this many seconds (default: until `quit` or end of input).
         #[arg(long)]
         duration_secs: Option<u64>,
+        /// Serve an OpenAI/Anthropic-compatible HTTP front on this address instead of the
+        /// request loops (e.g. `127.0.0.1:8080`; port 0 picks one and prints it).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// With `--listen`: require this key from clients (`Authorization: Bearer` or
+        /// `x-api-key`). Also read from `MANTLE_SERVE_API_KEY`.
+        #[arg(long, env = "MANTLE_SERVE_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// With `--listen`: allow an address other than loopback.
+        #[arg(long)]
+        allow_remote: bool,
     },
 }
 
@@ -163,8 +178,14 @@ fn main() -> ExitCode {
             pause_ms,
             model,
             duration_secs,
+            listen,
+            api_key,
+            allow_remote,
         } => read_config(cli.config.as_ref()).and_then(|cfg| {
             serve::run(serve::Options {
+                listen,
+                api_key,
+                allow_remote,
                 plugins_dir,
                 local,
                 poll: Duration::from_millis(poll_ms.max(1)),

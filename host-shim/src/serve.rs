@@ -26,6 +26,12 @@ use serde_json::json;
 
 /// What `mantle serve` was asked to do.
 pub struct Options {
+    /// Serve the HTTP front on this address instead of the request loops.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The front's own client key.
+    pub api_key: Option<String>,
+    /// Allow a non-loopback listen address.
+    pub allow_remote: bool,
     pub plugins_dir: PathBuf,
     pub local: bool,
     pub poll: Duration,
@@ -88,8 +94,44 @@ fn one_request(swap: &HotSwap, model: &str, n: usize) -> String {
     }
 }
 
-/// Runs the serve loop until `quit`, end of input, or the duration.
+/// Runs the HTTP front on its own runtime until `until_stopped` returns.
+fn serve_front(
+    addr: std::net::SocketAddr,
+    state: crate::front::FrontState,
+    until_stopped: impl FnOnce() + Send + 'static,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mantle-front")
+        .build()
+        .map_err(|e| format!("cannot start the HTTP front's runtime: {e}"))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        until_stopped();
+        let _ = tx.send(());
+    });
+    let result = runtime.block_on(crate::front::serve(addr, state, async move {
+        let _ = rx.await;
+    }));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Refuses a non-loopback listen address unless the operator allowed it.
+fn check_listen(options: &Options) -> Result<(), String> {
+    match options.listen {
+        Some(addr) if !addr.ip().is_loopback() && !options.allow_remote => Err(format!(
+            "refusing to listen on {addr}: not a loopback address (pass --allow-remote, \
+             and set --api-key)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the serve loop (or, with `--listen`, the HTTP front) until `quit`, end of input, or
+/// the duration.
 pub fn run(options: Options) -> Result<(), String> {
+    check_listen(&options)?;
     let local = if options.local {
         let token = "serve-local-token";
         let server = mantle_mock_server::MockMantle::start(Some(token))
@@ -129,7 +171,12 @@ pub fn run(options: Options) -> Result<(), String> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicUsize::new(1));
-    let mut threads: Vec<_> = (0..options.concurrency)
+    let loops = if options.listen.is_some() {
+        0
+    } else {
+        options.concurrency
+    };
+    let mut threads: Vec<_> = (0..loops)
         .map(|_| {
             let (swap, stop, counter) = (swap.clone(), stop.clone(), counter.clone());
             let (model, pause) = (options.model.clone(), options.pause);
@@ -203,11 +250,28 @@ pub fn run(options: Options) -> Result<(), String> {
         });
     }
     let started = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        if options.duration.is_some_and(|d| started.elapsed() >= d) {
-            stop.store(true, Ordering::Relaxed);
+    let until_stopped = {
+        let stop = stop.clone();
+        move || {
+            while !stop.load(Ordering::Relaxed) {
+                if options.duration.is_some_and(|d| started.elapsed() >= d) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        std::thread::sleep(Duration::from_millis(20));
+    };
+    match options.listen {
+        Some(addr) => {
+            let state = crate::front::FrontState {
+                swap: swap.clone(),
+                api_key: options.api_key.map(Arc::from),
+            };
+            let result = serve_front(addr, state, until_stopped);
+            stop.store(true, Ordering::Relaxed);
+            result?;
+        }
+        None => until_stopped(),
     }
     for t in threads {
         let _ = t.join();

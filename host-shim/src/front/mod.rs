@@ -1,0 +1,225 @@
+//! `mantle serve --listen ADDR`: an OpenAI- and Anthropic-compatible HTTP front over the
+//! plugin, so an operator can point any official client at a plugin build before dropping it
+//! into a gateway. Hot-swap works as in the load loop: each request is served by the version
+//! that is current when it arrives, and a stream in flight finishes on the version it started
+//! on.
+//!
+//! Routes, one module per API surface:
+//! - `GET /v1/models`: the catalog in OpenAI's list shape ([`models`]);
+//! - `POST /v1/chat/completions`: OpenAI Chat Completions, streaming or not ([`chat`]);
+//! - `POST /v1/messages`: Anthropic Messages, streaming or not ([`messages`]);
+//! - `POST /v1/responses`: OpenAI Responses, streaming or not ([`responses`]).
+//!
+//! Every response names the plugin version that served it in `x-mantle-plugin-version`.
+//! A client that disconnects cancels its upstream request within one pull (50 ms).
+
+mod accumulate;
+mod chat;
+mod errors;
+mod feed;
+mod messages;
+mod models;
+mod responses;
+mod sse;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::Response,
+    routing::{get, post},
+    Router,
+};
+use mantle_host_shim::swap::HotSwap;
+use serde_json::Value;
+
+pub use errors::ApiError;
+use errors::Surface;
+
+/// The largest request body accepted (the plugin's own request limit is 64 MiB).
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Response header naming the plugin version that served a request.
+pub const VERSION_HEADER: &str = "x-mantle-plugin-version";
+
+/// What the HTTP front serves and how it guards itself.
+#[derive(Clone)]
+pub struct FrontState {
+    /// The provider, hot-swappable.
+    pub swap: Arc<HotSwap>,
+    /// When set, every request must carry this key (`Authorization: Bearer` or `x-api-key`).
+    pub api_key: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for FrontState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontState")
+            .field("swap", &self.swap)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The router of the HTTP front.
+pub fn router(state: FrontState) -> Router {
+    Router::new()
+        .route("/v1/models", get(models_handler))
+        .route("/v1/chat/completions", post(chat_handler))
+        .route("/v1/messages", post(messages_handler))
+        .route("/v1/responses", post(responses_handler))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Binds `addr` and serves until `shutdown` resolves. Prints `listening on http://ADDR` (the
+/// bound address, so port 0 can be used) once ready.
+pub async fn serve(
+    addr: SocketAddr,
+    state: FrontState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    println!("listening on http://{bound}");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| format!("the HTTP front failed: {e}"))
+}
+
+/// Checks the front's own key, when one was set. Both OpenAI's (`Authorization: Bearer`) and
+/// Anthropic's (`x-api-key`) conventions are accepted.
+fn authorize(state: &FrontState, headers: &HeaderMap, surface: Surface) -> Result<(), Response> {
+    let Some(want) = state.api_key.as_deref() else {
+        return Ok(());
+    };
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let given = bearer.or(x_api_key);
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), want.as_bytes())) {
+        return Ok(());
+    }
+    let why = if given.is_some() {
+        "invalid API key"
+    } else {
+        "missing API key: send Authorization: Bearer KEY or x-api-key: KEY"
+    };
+    Err(ApiError::new(StatusCode::UNAUTHORIZED, why).into_response(surface))
+}
+
+/// Compares two secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parses a JSON request body, or answers 400 in the surface's error shape.
+fn parse_body(body: &Bytes, surface: Surface) -> Result<Value, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(ApiError::invalid("body", "the request body must be a JSON object")
+            .into_response(surface)),
+        Err(e) => Err(ApiError::invalid(
+            "body",
+            format!("the request body is not valid JSON: {e}"),
+        )
+        .into_response(surface)),
+    }
+}
+
+/// Adds the serving version's header to a response.
+fn with_version(mut response: Response, version: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(version) {
+        response.headers_mut().insert(VERSION_HEADER, v);
+    }
+    response
+}
+
+async fn models_handler(State(state): State<FrontState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers, Surface::OpenAi) {
+        return r;
+    }
+    models::list(&state).await
+}
+
+async fn chat_handler(
+    State(state): State<FrontState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, Surface::OpenAi) {
+        return r;
+    }
+    match parse_body(&body, Surface::OpenAi) {
+        Ok(body) => chat::handle(&state, body).await,
+        Err(r) => r,
+    }
+}
+
+async fn messages_handler(
+    State(state): State<FrontState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, Surface::Anthropic) {
+        return r;
+    }
+    match parse_body(&body, Surface::Anthropic) {
+        Ok(body) => messages::handle(&state, body).await,
+        Err(r) => r,
+    }
+}
+
+async fn responses_handler(
+    State(state): State<FrontState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, Surface::OpenAi) {
+        return r;
+    }
+    match parse_body(&body, Surface::OpenAi) {
+        Ok(body) => responses::handle(&state, body).await,
+        Err(r) => r,
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let surface = if uri.path().starts_with("/v1/messages") {
+        Surface::Anthropic
+    } else {
+        Surface::OpenAi
+    };
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {}: mantle serve answers GET /v1/models, POST /v1/chat/completions, \
+             POST /v1/messages and POST /v1/responses",
+            uri.path()
+        ),
+    )
+    .into_response(surface)
+}
+
+/// Seconds since the Unix epoch (for `created` fields).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A model id as the plugin knows it: the gateway's `amazon-bedrock-mantle/` prefix removed.
+fn plugin_model_id(model: &str) -> &str {
+    model
+        .strip_prefix(&format!("{}/", mantle_abi::PROVIDER_ID))
+        .unwrap_or(model)
+}
