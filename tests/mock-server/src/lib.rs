@@ -11,8 +11,10 @@
 //! malformed chunks and oversized bodies. It binds loopback only, port 0 by default.
 //!
 //! With no script queued, chat routes answer `echo: <last user text>` as a well-formed stream,
-//! so concurrent tests can check every stream got its own text back.
+//! so concurrent tests can check every stream got its own text back; asked to reason, the
+//! model thinks first, and forced to call a tool, it calls it ([`behave`]).
 
+pub mod behave;
 pub mod ecs;
 pub mod sigv4;
 pub mod testkit;
@@ -567,9 +569,7 @@ fn default_reply(inner: &Inner, route: Route, request: &Value) -> Reply {
             let rows = inner.models.lock().unwrap().clone();
             return Reply::json(&json!({"object": "list", "data": rows}));
         }
-        Route::ChatCompletions => openai_text_stream(model, &echo_text(request), 8),
-        Route::Responses => responses_text_stream(model, &echo_text(request), 8),
-        Route::AnthropicMessages => anthropic_text_stream(model, &echo_text(request), 8),
+        route => behave::stream_for(route, model, &behave::Plan::of(route, request), 8),
     };
     let delay = *inner.step_delay.lock().unwrap();
     if delay.is_zero() {
