@@ -134,7 +134,8 @@ pub async fn handle(state: &FrontState, body: Value) -> Response {
         return with_version(error.into_response(Surface::OpenAi), &feed.version);
     }
     if shape.stream {
-        return sse::response(feed, ChunkEncoder::new(model, shape.include_usage));
+        let encoder = ChunkEncoder::new(model, shape.include_usage, &feed.version);
+        return sse::response(feed, encoder);
     }
     let version = feed.version.clone();
     let reply = Reply::gather(feed).await;
@@ -143,7 +144,7 @@ pub async fn handle(state: &FrontState, body: Value) -> Response {
         None => (
             StatusCode::OK,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            completion(&reply, &model).to_string(),
+            completion(&reply, &model, &version).to_string(),
         )
             .into_response(),
     };
@@ -179,8 +180,13 @@ fn completion_id(upstream: Option<&str>) -> String {
     }
 }
 
+/// OpenAI's `system_fingerprint` (the backend configuration): the serving plugin version.
+pub fn fingerprint(version: &str) -> String {
+    format!("mantle-{version}")
+}
+
 /// The non-streaming `chat.completion` object.
-pub fn completion(reply: &Reply, model: &str) -> Value {
+pub fn completion(reply: &Reply, model: &str, version: &str) -> Value {
     let mut message = json!({
         "role": "assistant",
         "content": if reply.text.is_empty() && !reply.tool_calls.is_empty() {
@@ -208,6 +214,7 @@ pub fn completion(reply: &Reply, model: &str) -> Value {
         "object": "chat.completion",
         "created": unix_now(),
         "model": reply.model.as_deref().unwrap_or(model),
+        "system_fingerprint": fingerprint(version),
         "choices": [{
             "index": 0,
             "message": message,
@@ -229,12 +236,14 @@ pub struct ChunkEncoder {
     include_usage: bool,
     usage: Option<Usage>,
     sent_role: bool,
+    fingerprint: String,
 }
 
 impl ChunkEncoder {
-    /// An encoder for a request to `model`.
-    pub fn new(model: String, include_usage: bool) -> Self {
+    /// An encoder for a request to `model`, served by plugin `version`.
+    pub fn new(model: String, include_usage: bool, version: &str) -> Self {
         ChunkEncoder {
+            fingerprint: fingerprint(version),
             id: completion_id(None),
             created: unix_now(),
             model,
@@ -250,6 +259,7 @@ impl ChunkEncoder {
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
+            "system_fingerprint": self.fingerprint,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
         })
     }
@@ -376,7 +386,7 @@ mod tests {
 
     #[test]
     fn chunks_carry_role_once_then_content_reasoning_tools_finish_usage_done() {
-        let mut enc = ChunkEncoder::new("m".into(), true);
+        let mut enc = ChunkEncoder::new("m".into(), true, "0.1.0+v2");
         let mut out = String::new();
         for e in [
             event(EventKind::Start, "", json!({"id": "abc", "model": "up"})),
@@ -406,6 +416,9 @@ mod tests {
             .map(|f| serde_json::from_str(f.strip_prefix("data: ").unwrap()).unwrap())
             .collect();
         assert!(chunks.iter().all(|c| c["id"] == "chatcmpl-abc"));
+        assert!(chunks
+            .iter()
+            .all(|c| c["system_fingerprint"] == "mantle-0.1.0+v2"));
         let deltas: Vec<&Value> = chunks[..6]
             .iter()
             .map(|c| &c["choices"][0]["delta"])

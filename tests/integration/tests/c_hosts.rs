@@ -1,6 +1,6 @@
 //! Third-party hosts of the C API (issue #6): the C host in `tests/c-host/host.c`, compiled
-//! with the system C compiler against `include/mantle_provider.h`, and the Python `ctypes`
-//! smoke test, both against the local server. In CI (`MANTLE_REQUIRE_VALGRIND=1`) the C host
+//! with the system C compiler against `include/mantle_provider.h`, against the local server.
+//! (The Python `ctypes` host is `hosts/python`, run by `python_host.rs`.) In CI (`MANTLE_REQUIRE_VALGRIND=1`) the C host
 //! also runs under valgrind and must report no errors and no definite or indirect leaks.
 
 mod common;
@@ -128,13 +128,4 @@ fn c_host_is_clean_under_valgrind() {
             || report.contains("All heap blocks were freed"),
         "{report}"
     );
-}
-
-#[test]
-fn python_ctypes_host_needs_no_glue() {
-    let server = MockMantle::start(Some("c-host-key")).unwrap();
-    let out = run(Command::new("python3")
-        .arg(c_host_dir().join("smoke.py"))
-        .args(args(&server)));
-    assert_host_passed(&out, "Python");
 }

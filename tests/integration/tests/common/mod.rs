@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod external;
+
 use std::{
     path::PathBuf,
     process::Command,
