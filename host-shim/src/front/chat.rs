@@ -37,7 +37,10 @@ pub struct Shape {
 /// The canonical request for a Chat Completions body, and the response shape asked for.
 pub fn canonical(body: Value) -> Result<(Value, Shape), ApiError> {
     let Value::Object(mut body) = body else {
-        return Err(ApiError::invalid("body", "the request body must be a JSON object"));
+        return Err(ApiError::invalid(
+            "body",
+            "the request body must be a JSON object",
+        ));
     };
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => plugin_model_id(m.trim()).to_string(),
@@ -62,7 +65,10 @@ pub fn canonical(body: Value) -> Result<(Value, Shape), ApiError> {
         },
         Some(_) => return Err(ApiError::invalid("stream_options", "expected an object")),
     };
-    if body.get("n").is_some_and(|n| !n.is_null() && n.as_u64() != Some(1)) {
+    if body
+        .get("n")
+        .is_some_and(|n| !n.is_null() && n.as_u64() != Some(1))
+    {
         return Err(ApiError::invalid("n", "only n = 1 is supported"));
     }
     let reasoning = match body.get("reasoning_effort") {
@@ -365,7 +371,10 @@ mod tests {
     #[test]
     fn canonical_names_the_bad_field() {
         for (body, field) in [
-            (json!({"messages": [{"role": "user", "content": "x"}]}), "model"),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}]}),
+                "model",
+            ),
             (json!({"model": "m"}), "messages"),
             (json!({"model": "m", "messages": []}), "messages"),
             (

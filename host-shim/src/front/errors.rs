@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn upstream_status_wins_then_the_kind_decides() {
-        let e = ApiError::from_event(&json!({"kind": "bad_request", "status": 404, "message": "m"}));
+        let e =
+            ApiError::from_event(&json!({"kind": "bad_request", "status": 404, "message": "m"}));
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         for (kind, status) in [
             ("auth", 401),
@@ -171,7 +172,10 @@ mod tests {
                 "message": "messages: required"}})
         );
         let e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy");
-        assert_eq!(e.body(Surface::Anthropic)["error"]["type"], "overloaded_error");
+        assert_eq!(
+            e.body(Surface::Anthropic)["error"]["type"],
+            "overloaded_error"
+        );
         assert_eq!(e.body(Surface::OpenAi)["error"]["type"], "server_error");
     }
 }

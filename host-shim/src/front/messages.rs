@@ -43,7 +43,10 @@ const KNOWN_FIELDS: &[&str] = &[
 /// The canonical request for a Messages body, and whether to stream.
 pub fn canonical(body: Value) -> Result<(Value, bool), ApiError> {
     let Value::Object(body) = body else {
-        return Err(ApiError::invalid("body", "the request body must be a JSON object"));
+        return Err(ApiError::invalid(
+            "body",
+            "the request body must be a JSON object",
+        ));
     };
     if let Some(k) = body.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(
@@ -254,7 +257,12 @@ fn translate_tool_choice(choice: &Value) -> Result<Value, ApiError> {
         Some("none") => json!("none"),
         Some("tool") => match choice["name"].as_str() {
             Some(name) => json!({"type": "function", "function": {"name": name}}),
-            None => return Err(ApiError::invalid("tool_choice.name", "required for type tool")),
+            None => {
+                return Err(ApiError::invalid(
+                    "tool_choice.name",
+                    "required for type tool",
+                ))
+            }
         },
         _ => {
             return Err(ApiError::invalid(
@@ -278,7 +286,12 @@ fn reasoning(body: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<
                 ))
             }
         }),
-        Some(_) => return Err(ApiError::invalid("output_config.effort", "expected a string")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "output_config.effort",
+                "expected a string",
+            ))
+        }
     };
     let level = match body.get("thinking") {
         None | Some(Value::Null) => effort,
@@ -613,8 +626,14 @@ mod tests {
         };
         for (body, field) in [
             (base(json!({"top_k": 3})), "top_k"),
-            (base(json!({"thinking": {"type": "enabled"}})), "thinking.budget_tokens"),
-            (base(json!({"tool_choice": {"type": "tool"}})), "tool_choice.name"),
+            (
+                base(json!({"thinking": {"type": "enabled"}})),
+                "thinking.budget_tokens",
+            ),
+            (
+                base(json!({"tool_choice": {"type": "tool"}})),
+                "tool_choice.name",
+            ),
             (
                 base(json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]})),
                 "tools[0].type",
@@ -683,7 +702,10 @@ mod tests {
                 "message_stop"
             ]
         );
-        assert_eq!(events[3]["delta"], json!({"type": "signature_delta", "signature": "sig"}));
+        assert_eq!(
+            events[3]["delta"],
+            json!({"type": "signature_delta", "signature": "sig"})
+        );
         assert_eq!(events[5]["index"], 1);
         assert_eq!(events[8]["index"], 2);
         assert_eq!(events[8]["content_block"]["name"], "get");

@@ -96,7 +96,7 @@ pub async fn serve(
 
 /// Checks the front's own key, when one was set. Both OpenAI's (`Authorization: Bearer`) and
 /// Anthropic's (`x-api-key`) conventions are accepted.
-fn authorize(state: &FrontState, headers: &HeaderMap, surface: Surface) -> Result<(), Response> {
+fn authorize(state: &FrontState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(want) = state.api_key.as_deref() else {
         return Ok(());
     };
@@ -114,7 +114,7 @@ fn authorize(state: &FrontState, headers: &HeaderMap, surface: Surface) -> Resul
     } else {
         "missing API key: send Authorization: Bearer KEY or x-api-key: KEY"
     };
-    Err(ApiError::new(StatusCode::UNAUTHORIZED, why).into_response(surface))
+    Err(ApiError::new(StatusCode::UNAUTHORIZED, why))
 }
 
 /// Compares two secrets without an early exit on the first differing byte.
@@ -122,18 +122,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Parses a JSON request body, or answers 400 in the surface's error shape.
-fn parse_body(body: &Bytes, surface: Surface) -> Result<Value, Response> {
+/// Parses a JSON request body (a 400 naming the body otherwise).
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(ApiError::invalid("body", "the request body must be a JSON object")
-            .into_response(surface)),
+        Ok(_) => Err(ApiError::invalid(
+            "body",
+            "the request body must be a JSON object",
+        )),
         Err(e) => Err(ApiError::invalid(
             "body",
             format!("the request body is not valid JSON: {e}"),
-        )
-        .into_response(surface)),
+        )),
     }
+}
+
+/// A request the front accepts: the client's key checked, the body parsed.
+fn admit(state: &FrontState, headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    authorize(state, headers)?;
+    parse_body(body)
 }
 
 /// Adds the serving version's header to a response.
@@ -145,8 +152,8 @@ fn with_version(mut response: Response, version: &str) -> Response {
 }
 
 async fn models_handler(State(state): State<FrontState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&state, &headers, Surface::OpenAi) {
-        return r;
+    if let Err(e) = authorize(&state, &headers) {
+        return e.into_response(Surface::OpenAi);
     }
     models::list(&state).await
 }
@@ -156,12 +163,9 @@ async fn chat_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, Surface::OpenAi) {
-        return r;
-    }
-    match parse_body(&body, Surface::OpenAi) {
+    match admit(&state, &headers, &body) {
         Ok(body) => chat::handle(&state, body).await,
-        Err(r) => r,
+        Err(e) => e.into_response(Surface::OpenAi),
     }
 }
 
@@ -170,12 +174,9 @@ async fn messages_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, Surface::Anthropic) {
-        return r;
-    }
-    match parse_body(&body, Surface::Anthropic) {
+    match admit(&state, &headers, &body) {
         Ok(body) => messages::handle(&state, body).await,
-        Err(r) => r,
+        Err(e) => e.into_response(Surface::Anthropic),
     }
 }
 
@@ -184,12 +185,9 @@ async fn responses_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, Surface::OpenAi) {
-        return r;
-    }
-    match parse_body(&body, Surface::OpenAi) {
+    match admit(&state, &headers, &body) {
         Ok(body) => responses::handle(&state, body).await,
-        Err(r) => r,
+        Err(e) => e.into_response(Surface::OpenAi),
     }
 }
 

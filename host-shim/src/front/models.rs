@@ -32,7 +32,10 @@ pub async fn list(state: &FrontState) -> Response {
     };
     let response = (
         [
-            (axum::http::header::CONTENT_TYPE, "application/json".to_string()),
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
             (
                 axum::http::HeaderName::from_static("x-mantle-catalog-outcome"),
                 catalog["outcome"]["status"]

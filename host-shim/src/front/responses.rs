@@ -45,7 +45,10 @@ const KNOWN_FIELDS: &[&str] = &[
 /// The canonical request for a Responses body, and whether to stream.
 pub fn canonical(body: Value) -> Result<(Value, bool), ApiError> {
     let Value::Object(body) = body else {
-        return Err(ApiError::invalid("body", "the request body must be a JSON object"));
+        return Err(ApiError::invalid(
+            "body",
+            "the request body must be a JSON object",
+        ));
     };
     if let Some(k) = body.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(
@@ -104,7 +107,9 @@ pub fn canonical(body: Value) -> Result<(Value, bool), ApiError> {
                 other => {
                     return Err(ApiError::invalid(
                         "reasoning.effort",
-                        format!("expected none, minimal, low, medium, high or xhigh, found {other:?}"),
+                        format!(
+                            "expected none, minimal, low, medium, high or xhigh, found {other:?}"
+                        ),
                     ))
                 }
             };
@@ -240,7 +245,9 @@ fn translate_tools(tools: &Value) -> Result<Value, ApiError> {
 
 fn translate_tool_choice(choice: &Value) -> Result<Value, ApiError> {
     match choice {
-        Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => Ok(choice.clone()),
+        Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => {
+            Ok(choice.clone())
+        }
         Value::Object(o) if o.get("type") == Some(&json!("function")) => match o.get("name") {
             Some(Value::String(name)) => {
                 Ok(json!({"type": "function", "function": {"name": name}}))
@@ -480,7 +487,8 @@ impl ResponseEncoder {
                     json!({"type": "response.output_text.done", "item_id": id,
                         "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
                 );
-                let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                let part =
+                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
                 self.emit(
                     out,
                     json!({"type": "response.content_part.done", "item_id": id,
@@ -634,7 +642,10 @@ impl sse::Encoder for ResponseEncoder {
                 let mut snapshot = self.snapshot("failed");
                 snapshot["error"] = json!({"code": error.body(Surface::OpenAi)["error"]["type"],
                     "message": error.message});
-                self.emit(out, json!({"type": "response.failed", "response": snapshot}));
+                self.emit(
+                    out,
+                    json!({"type": "response.failed", "response": snapshot}),
+                );
             }
         }
     }

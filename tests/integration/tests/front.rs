@@ -248,7 +248,10 @@ fn a_stream_broken_mid_way_ends_with_the_api_in_stream_error() {
         let last: Value =
             serde_json::from_str(frames.last().unwrap().strip_prefix("data: ").unwrap()).unwrap();
         assert!(last["error"]["message"].is_string(), "{text}");
-        assert!(!text.contains("[DONE]"), "a failed stream has no [DONE]: {text}");
+        assert!(
+            !text.contains("[DONE]"),
+            "a failed stream has no [DONE]: {text}"
+        );
 
         let r = post(
             &format!("{}/v1/messages", front.base_url),

@@ -33,8 +33,8 @@ impl Plan {
     pub fn of(route: Route, request: &Value) -> Plan {
         let echo = echo_text(request);
         let user_text = echo.strip_prefix("echo: ").unwrap_or(&echo).to_string();
-        let reasoning = reasoning_asked(route, request)
-            .then(|| format!("thinking about: {user_text}"));
+        let reasoning =
+            reasoning_asked(route, request).then(|| format!("thinking about: {user_text}"));
         Plan {
             tool: forced_tool(route, request),
             user_text,
@@ -59,7 +59,10 @@ fn reasoning_asked(route: Route, request: &Value) -> bool {
             .as_str()
             .is_some_and(|e| e != "none"),
         Route::AnthropicMessages => {
-            matches!(request["thinking"]["type"].as_str(), Some("enabled" | "adaptive"))
+            matches!(
+                request["thinking"]["type"].as_str(),
+                Some("enabled" | "adaptive")
+            )
         }
         Route::Responses => request["reasoning"]["effort"]
             .as_str()
@@ -115,10 +118,15 @@ pub fn stream_for(route: Route, model: &str, plan: &Plan, chunk_chars: usize) ->
 
 fn openai_stream(model: &str, plan: &Plan, text: &str) -> Vec<Step> {
     let chunk = |delta: Value, finish: Value| {
-        sse_data(&json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0,
-            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+        sse_data(
+            &json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0,
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
     };
-    let mut steps = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut steps = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     if let Some(r) = &plan.reasoning {
         steps.push(chunk(json!({"reasoning_content": r}), Value::Null));
     }
@@ -141,10 +149,12 @@ fn openai_stream(model: &str, plan: &Plan, text: &str) -> Vec<Step> {
         }
     };
     steps.push(chunk(json!({}), json!(finish)));
-    steps.push(sse_data(&json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
+    steps.push(sse_data(
+        &json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
         "created": 0, "model": model, "choices": [],
         "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18,
-            "completion_tokens_details": {"reasoning_tokens": 3}}})));
+            "completion_tokens_details": {"reasoning_tokens": 3}}}),
+    ));
     steps.push(Step::Bytes(b"data: [DONE]\n\n".to_vec()));
     steps
 }
@@ -180,7 +190,10 @@ fn anthropic_stream(model: &str, plan: &Plan, text: &str) -> Vec<Step> {
             index,
             json!({"type": "thinking", "thinking": "", "signature": ""}),
         ));
-        steps.push(delta(index, json!({"type": "thinking_delta", "thinking": r})));
+        steps.push(delta(
+            index,
+            json!({"type": "thinking_delta", "thinking": r}),
+        ));
         steps.push(delta(
             index,
             json!({"type": "signature_delta", "signature": "mock-signature"}),
@@ -237,12 +250,18 @@ fn responses_stream(model: &str, plan: &Plan, text: &str) -> Vec<Step> {
     let mut output = Vec::new();
     if let Some(r) = &plan.reasoning {
         let i = output.len();
-        emit(json!({"type": "response.output_item.added", "output_index": i,
-            "item": {"id": "rs_mock", "type": "reasoning", "summary": [], "content": []}}));
-        emit(json!({"type": "response.reasoning_text.delta", "item_id": "rs_mock",
-            "output_index": i, "content_index": 0, "delta": r}));
-        emit(json!({"type": "response.reasoning_text.done", "item_id": "rs_mock",
-            "output_index": i, "content_index": 0, "text": r}));
+        emit(
+            json!({"type": "response.output_item.added", "output_index": i,
+            "item": {"id": "rs_mock", "type": "reasoning", "summary": [], "content": []}}),
+        );
+        emit(
+            json!({"type": "response.reasoning_text.delta", "item_id": "rs_mock",
+            "output_index": i, "content_index": 0, "delta": r}),
+        );
+        emit(
+            json!({"type": "response.reasoning_text.done", "item_id": "rs_mock",
+            "output_index": i, "content_index": 0, "text": r}),
+        );
         let item = json!({"id": "rs_mock", "type": "reasoning", "summary": [],
             "content": [{"type": "reasoning_text", "text": r}]});
         emit(json!({"type": "response.output_item.done", "output_index": i, "item": item}));
@@ -252,32 +271,48 @@ fn responses_stream(model: &str, plan: &Plan, text: &str) -> Vec<Step> {
     match &plan.tool {
         Some(name) => {
             let args = plan.arguments();
-            emit(json!({"type": "response.output_item.added", "output_index": i,
+            emit(
+                json!({"type": "response.output_item.added", "output_index": i,
                 "item": {"id": "fc_mock", "type": "function_call", "status": "in_progress",
-                    "call_id": "call_mock", "name": name, "arguments": ""}}));
-            emit(json!({"type": "response.function_call_arguments.delta", "item_id": "fc_mock",
-                "output_index": i, "delta": args}));
-            emit(json!({"type": "response.function_call_arguments.done", "item_id": "fc_mock",
-                "output_index": i, "arguments": args}));
+                    "call_id": "call_mock", "name": name, "arguments": ""}}),
+            );
+            emit(
+                json!({"type": "response.function_call_arguments.delta", "item_id": "fc_mock",
+                "output_index": i, "delta": args}),
+            );
+            emit(
+                json!({"type": "response.function_call_arguments.done", "item_id": "fc_mock",
+                "output_index": i, "arguments": args}),
+            );
             let item = json!({"id": "fc_mock", "type": "function_call", "status": "completed",
                 "call_id": "call_mock", "name": name, "arguments": args});
             emit(json!({"type": "response.output_item.done", "output_index": i, "item": item}));
             output.push(item);
         }
         None => {
-            emit(json!({"type": "response.output_item.added", "output_index": i,
+            emit(
+                json!({"type": "response.output_item.added", "output_index": i,
                 "item": {"id": "msg_mock", "type": "message", "role": "assistant",
-                    "status": "in_progress", "content": []}}));
-            emit(json!({"type": "response.content_part.added", "item_id": "msg_mock",
+                    "status": "in_progress", "content": []}}),
+            );
+            emit(
+                json!({"type": "response.content_part.added", "item_id": "msg_mock",
                 "output_index": i, "content_index": 0,
-                "part": {"type": "output_text", "text": "", "annotations": []}}));
-            emit(json!({"type": "response.output_text.delta", "item_id": "msg_mock",
-                "output_index": i, "content_index": 0, "delta": text}));
-            emit(json!({"type": "response.output_text.done", "item_id": "msg_mock",
-                "output_index": i, "content_index": 0, "text": text}));
+                "part": {"type": "output_text", "text": "", "annotations": []}}),
+            );
+            emit(
+                json!({"type": "response.output_text.delta", "item_id": "msg_mock",
+                "output_index": i, "content_index": 0, "delta": text}),
+            );
+            emit(
+                json!({"type": "response.output_text.done", "item_id": "msg_mock",
+                "output_index": i, "content_index": 0, "text": text}),
+            );
             let part = json!({"type": "output_text", "text": text, "annotations": []});
-            emit(json!({"type": "response.content_part.done", "item_id": "msg_mock",
-                "output_index": i, "content_index": 0, "part": part}));
+            emit(
+                json!({"type": "response.content_part.done", "item_id": "msg_mock",
+                "output_index": i, "content_index": 0, "part": part}),
+            );
             let item = json!({"id": "msg_mock", "type": "message", "role": "assistant",
                 "status": "completed", "content": [part]});
             emit(json!({"type": "response.output_item.done", "output_index": i, "item": item}));
