@@ -12,7 +12,9 @@
 //! speed) and `local` (the local Mantle-compatible server). Every surface: openai-completions,
 //! anthropic-messages, openai-responses.
 //!
-//! `cargo bench -p mantle-integration-tests --bench compare` (add `-- --quick` for a short run).
+//! `cargo bench -p mantle-integration-tests --bench compare` (add `-- --quick` for a short run,
+//! `-- --throughput-only` for the events/s table alone, `-- --load-only` for load, create and
+//! cut-over alone).
 //! The RSS rows run in child processes of this binary (one per reader and count), so that memory
 //! freed by one phase cannot flatter the next.
 
@@ -524,8 +526,11 @@ fn main() {
         rss_child(&args[i + 1], args[i + 2].parse().unwrap());
         return;
     }
-    // `cargo bench` passes `--bench`; only `--quick` is ours.
+    // `cargo bench` passes `--bench`; `--quick` (shorter runs) and `--throughput-only` (the
+    // events/s table alone, e.g. under a profiler) are ours.
     let quick = args.iter().any(|a| a == "--quick");
+    let throughput_only = args.iter().any(|a| a == "--throughput-only");
+    let load_only = args.iter().any(|a| a == "--load-only");
     raise_fd_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plugin_file = common::release_plugin(None);
@@ -553,6 +558,9 @@ fn main() {
     }
     loads.sort();
     creates.sort();
+    if load_only {
+        return load_table(&loads, &creates, quick);
+    }
 
     let plugin = Plugin::load(&plugin_file).unwrap();
     let n = memory_deltas(quick);
@@ -622,6 +630,9 @@ fn main() {
         }
     }
 
+    if throughput_only {
+        return;
+    }
     // Added time to first event against the local server.
     let provider = plugin
         .create_provider("", &config_for(&local.origin()))
@@ -673,6 +684,11 @@ fn main() {
         );
     }
 
+    load_table(&loads, &creates, quick);
+}
+
+/// Load + create times and the hot-swap cut-over (two tagged release builds).
+fn load_table(loads: &[Duration], creates: &[Duration], quick: bool) {
     let v1 = common::release_plugin(Some("v1"));
     let v2 = common::release_plugin(Some("v2"));
     let cut = cut_over(&v1, &v2, if quick { 4 } else { 10 });
@@ -680,7 +696,7 @@ fn main() {
     println!("| what | median | max |");
     println!("| --- | --- | --- |");
     println!(
-        "| plugin load (copy + SHA-256 + dlopen + ABI check) | {:.1} ms | {:.1} ms |",
+        "| plugin load (copy + BLAKE3 + dlopen + ABI check) | {:.1} ms | {:.1} ms |",
         loads[loads.len() / 2].as_secs_f64() * 1e3,
         loads[loads.len() - 1].as_secs_f64() * 1e3
     );
