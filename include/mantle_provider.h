@@ -29,7 +29,7 @@
 /**
  * The ABI minor version described by this header.
  */
-#define MANTLE_ABI_MINOR 1
+#define MANTLE_ABI_MINOR 2
 
 /**
  * Result of every fallible C function. The numbers equal `mantle_abi::ErrorCode`'s.
@@ -389,6 +389,26 @@ mantle_result mantle_stream_next(uint64_t stream,
                                  uint64_t timeout_ms,
                                  mantle_poll *poll_out,
                                  struct mantle_event *event_out);
+
+/**
+ * ABI 1.2. Pulls up to `capacity` events in one call, waiting at most `timeout_ms`
+ * milliseconds for the first (0: do not wait): the same rules as `mantle_stream_next`, with
+ * one call and one lock per batch instead of per event. `events_out` points to an array of
+ * `capacity` events (at least 1). On `MANTLE_POLL_EVENT`, `*count_out` (>= 1) events are
+ * filled, a terminal one always last; their buffers stay valid until the next pull on this
+ * stream (either function) or its `mantle_stream_free` (or its provider's close). On
+ * `MANTLE_POLL_PENDING` or `MANTLE_POLL_FINISHED`, `*count_out` is 0.
+ *
+ * # Safety
+ * `events_out` is NULL or points to `capacity` writable events; `count_out` and `poll_out`
+ * are NULL or writable.
+ */
+mantle_result mantle_stream_next_batch(uint64_t stream,
+                                       uint64_t timeout_ms,
+                                       struct mantle_event *events_out,
+                                       size_t capacity,
+                                       size_t *count_out,
+                                       mantle_poll *poll_out);
 
 /**
  * Cancels a stream: aborts the upstream request at once. The next pull yields a `cancelled`

@@ -483,7 +483,24 @@ pub struct Event {
     pub raw: String,
 }
 
+/// The error of a pull after the terminal event.
+fn finished_error() -> FfiError {
+    FfiError::new(
+        ErrorCode::StreamFinished,
+        "the stream already delivered its terminal event",
+    )
+}
+
 impl Event {
+    fn from_ffi(e: FfiEvent) -> Event {
+        Event {
+            kind: e.kind,
+            text: e.text.into_string(),
+            json: e.json.into_string(),
+            raw: e.raw.into_string(),
+        }
+    }
+
     /// The JSON parsed.
     pub fn value(&self) -> serde_json::Value {
         serde_json::from_str(&self.json).unwrap_or(serde_json::Value::Null)
@@ -511,10 +528,7 @@ impl Stream {
     /// `Err(StreamFinished)` after the terminal event.
     pub fn next(&mut self, timeout: Duration) -> Result<Option<Event>, FfiError> {
         if self.finished {
-            return Err(FfiError::new(
-                ErrorCode::StreamFinished,
-                "the stream already delivered its terminal event",
-            ));
+            return Err(finished_error());
         }
         let millis = timeout.as_millis().min(u64::MAX as u128) as u64;
         match result((self.provider.plugin.module.stream_next())(self.id, millis))? {
@@ -522,22 +536,41 @@ impl Stream {
                 if e.kind.is_terminal() {
                     self.finished = true;
                 }
-                Ok(Some(Event {
-                    kind: e.kind,
-                    text: e.text.into_string(),
-                    json: e.json.into_string(),
-                    raw: e.raw.into_string(),
-                }))
+                Ok(Some(Event::from_ffi(e)))
             }
             FfiPoll::Pending => Ok(None),
             FfiPoll::Finished => {
                 self.finished = true;
-                Err(FfiError::new(
-                    ErrorCode::StreamFinished,
-                    "the stream already delivered its terminal event",
-                ))
+                Err(finished_error())
             }
         }
+    }
+
+    /// Pulls up to `max` events in one crossing (ABI 1.2), waiting at most `timeout` for the
+    /// first: an empty vector when none arrived in time, `Err(StreamFinished)` after the
+    /// terminal event (which is the last of its batch). Against a plugin without the batch
+    /// entry point it pulls one event.
+    pub fn next_batch(&mut self, timeout: Duration, max: u32) -> Result<Vec<Event>, FfiError> {
+        let Some(batch) = self.provider.plugin.module.stream_next_batch() else {
+            return Ok(self.next(timeout)?.into_iter().collect());
+        };
+        if self.finished {
+            return Err(finished_error());
+        }
+        let millis = timeout.as_millis().min(u64::MAX as u128) as u64;
+        let pulled = result(batch(self.id, millis, max.max(1)))?;
+        if pulled.events.is_empty() {
+            if pulled.finished {
+                self.finished = true;
+                return Err(finished_error());
+            }
+            return Ok(Vec::new());
+        }
+        let events: Vec<Event> = pulled.events.into_iter().map(Event::from_ffi).collect();
+        if events.last().is_some_and(|e| e.kind.is_terminal()) {
+            self.finished = true;
+        }
+        Ok(events)
     }
 
     /// Pulls events until the terminal one (or `deadline` passes); returns them all.

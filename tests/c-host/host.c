@@ -30,6 +30,7 @@ API(mantle_bearer_token)
 API(mantle_token_free)
 API(mantle_stream_start)
 API(mantle_stream_next)
+API(mantle_stream_next_batch)
 API(mantle_stream_cancel)
 API(mantle_stream_free)
 
@@ -71,6 +72,7 @@ static int load(const char *path) {
   RESOLVE(mantle_token_free);
   RESOLVE(mantle_stream_start);
   RESOLVE(mantle_stream_next);
+  RESOLVE(mantle_stream_next_batch);
   RESOLVE(mantle_stream_cancel);
   RESOLVE(mantle_stream_free);
   /* The library is linked with -z nodelete; it stays mapped for the life of the process, so
@@ -120,6 +122,52 @@ static char *stream_text(uint64_t provider, const char *request, uint32_t *termi
   struct mantle_event ev;
   r = p_mantle_stream_next(stream, 0, &poll, &ev);
   CHECK(r == MANTLE_INVALID_HANDLE, "next on a freed stream -> %s", p_mantle_result_name(r));
+  return text;
+}
+
+/* Like stream_text, pulling up to 4 events per call with mantle_stream_next_batch (ABI 1.2). */
+static char *stream_text_batch(uint64_t provider, const char *request) {
+  uint64_t stream = 0;
+  mantle_result r = p_mantle_stream_start(provider, request, &stream);
+  CHECK(r == MANTLE_OK, "stream_start -> %s", p_mantle_result_name(r));
+  if (r != MANTLE_OK) return NULL;
+  size_t cap = 256, len = 0;
+  char *text = malloc(cap);
+  text[0] = '\0';
+  int terminals = 0;
+  for (int pulls = 0; pulls < 10000; pulls++) {
+    mantle_poll poll;
+    struct mantle_event events[4];
+    size_t count = 0;
+    r = p_mantle_stream_next_batch(stream, 5000, events, 4, &count, &poll);
+    CHECK(r == MANTLE_OK, "stream_next_batch -> %s", p_mantle_result_name(r));
+    if (r != MANTLE_OK || poll == MANTLE_POLL_FINISHED) break;
+    CHECK(poll == MANTLE_POLL_EVENT ? count >= 1 && count <= 4 : count == 0, "batch count %zu", count);
+    for (size_t i = 0; i < count; i++) {
+      const struct mantle_event *ev = &events[i];
+      CHECK(ev->json_len > 0 && ev->json[ev->json_len] == '\0', "batch event json NUL-terminated");
+      if (ev->kind == MANTLE_EVENT_TEXT_DELTA) {
+        while (len + ev->text_len + 1 > cap) cap *= 2;
+        text = realloc(text, cap);
+        memcpy(text + len, ev->text, ev->text_len);
+        len += ev->text_len;
+        text[len] = '\0';
+      }
+      if (ev->kind == MANTLE_EVENT_DONE || ev->kind == MANTLE_EVENT_ERROR) {
+        terminals++;
+        CHECK(i == count - 1, "a terminal event ends its batch");
+      }
+    }
+  }
+  CHECK(terminals == 1, "exactly one terminal event in batches, got %d", terminals);
+  mantle_poll poll;
+  struct mantle_event none[1];
+  size_t count = 99;
+  r = p_mantle_stream_next_batch(stream, 0, none, 0, &count, &poll);
+  CHECK(r == MANTLE_INVALID_ARGUMENT && strstr(p_mantle_last_error(), "capacity"),
+        "a zero capacity -> %s", p_mantle_result_name(r));
+  r = p_mantle_stream_free(stream);
+  CHECK(r == MANTLE_OK, "stream_free -> %s", p_mantle_result_name(r));
   return text;
 }
 
@@ -217,6 +265,14 @@ int main(int argc, char **argv) {
     CHECK(text && strcmp(text, expected) == 0, "%s text: %s", routes[i][1], text ? text : "(null)");
     CHECK(terminal == MANTLE_EVENT_DONE, "%s ends with DONE", routes[i][1]);
     printf("%s: %s\n", routes[i][1], text ? text : "(null)");
+    free(text);
+  }
+
+  {
+    char *text = stream_text_batch(provider,
+        "{\"model\": \"openai.gpt-oss-120b\", \"messages\": [{\"role\": \"user\", \"content\": \"hello from C in batches\"}]}");
+    CHECK(text && strcmp(text, "echo: hello from C in batches") == 0, "batch text: %s", text ? text : "(null)");
+    printf("batch: %s\n", text ? text : "(null)");
     free(text);
   }
 

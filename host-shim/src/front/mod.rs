@@ -30,6 +30,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode},
     response::Response,
     routing::{get, post},
+    serve::ListenerExt,
     Router,
 };
 use mantle_host_shim::swap::HotSwap;
@@ -88,6 +89,11 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     println!("listening on http://{bound}");
+    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm holds each back
+    // until the client's (delayed) ACK, up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -16,14 +16,14 @@ use abi_stable::{
     library::RootModule,
     package_version_strings,
     sabi_types::VersionStrings,
-    std_types::{RResult, RStr, RString},
+    std_types::{RResult, RStr, RString, RVec},
     StableAbi,
 };
 
 /// Major ABI version. Hosts refuse a plugin whose major version differs from theirs.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor ABI version. A plugin with a minor version >= the host's is accepted.
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 
 /// Whether a plugin implementing ABI `major.minor` can serve a host built for
 /// [`ABI_MAJOR`].[`ABI_MINOR`]: same major, and at least the host's minor.
@@ -183,6 +183,17 @@ pub enum FfiPoll {
     Finished,
 }
 
+/// What one batch pull produced (ABI 1.2): some events, or none with `finished` telling
+/// whether the terminal event was already delivered (`false`: nothing arrived in time).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiBatch {
+    /// The events, in order; a terminal event is the last of its batch.
+    pub events: RVec<FfiEvent>,
+    /// With no events: true when the stream already delivered its terminal event.
+    pub finished: bool,
+}
+
 /// Outcome of a call that returns nothing on success.
 pub type FfiUnit = RResult<(), FfiError>;
 
@@ -227,6 +238,12 @@ pub struct MantleModule {
     /// Returns `{"discovery_entries": n, "tokens": n}`; a blob of an unknown format is an
     /// `InvalidArgument` error and changes nothing.
     pub state_import: extern "C" fn(provider: u64, blob: RStr<'_>) -> RResult<RString, FfiError>,
+    /// ABI 1.2. Pulls up to `max_events` events in one call, waiting at most `timeout_ms` for
+    /// the first: the same rules as `stream_next` (exactly one terminal event, then
+    /// `finished`), with one crossing and one lock per batch instead of per event. Read
+    /// through `MantleModuleRef::stream_next_batch()`, an `Option`.
+    pub stream_next_batch:
+        extern "C" fn(stream: u64, timeout_ms: u64, max_events: u32) -> RResult<FfiBatch, FfiError>,
 }
 
 impl RootModule for MantleModuleRef {

@@ -4,10 +4,11 @@
 use abi_stable::{
     export_root_module,
     prefix_type::PrefixTypeTrait,
-    std_types::{RResult, RStr, RString},
+    std_types::{RResult, RStr, RString, RVec},
 };
 use mantle_abi::{
-    FfiError, FfiEvent, FfiPoll, FfiToken, FfiUnit, MantleModule, MantleModuleRef, PluginInfo,
+    FfiBatch, FfiError, FfiEvent, FfiPoll, FfiToken, FfiUnit, MantleModule, MantleModuleRef,
+    PluginInfo,
 };
 
 use crate::stream::Poll;
@@ -98,6 +99,26 @@ extern "C" fn stream_next(stream: u64, timeout_ms: u64) -> RResult<FfiPoll, FfiE
     }))
 }
 
+extern "C" fn stream_next_batch(
+    stream: u64,
+    timeout_ms: u64,
+    max_events: u32,
+) -> RResult<FfiBatch, FfiError> {
+    rresult(super::guard("stream_next_batch", || {
+        let slot = super::stream_slot(stream)?;
+        let mut pulled = Vec::new();
+        let batch = super::pull_batch(stream, &slot, timeout_ms, max_events as usize, &mut pulled)?;
+        let events = pulled
+            .iter()
+            .map(to_ffi_event)
+            .collect::<Result<RVec<_>, _>>()?;
+        Ok(FfiBatch {
+            events,
+            finished: batch == crate::stream::Batch::Finished,
+        })
+    }))
+}
+
 extern "C" fn stream_cancel(stream: u64) -> FfiUnit {
     rresult(super::guard("stream_cancel", || {
         super::stream_cancel(stream)
@@ -135,6 +156,7 @@ pub fn get_root_module() -> MantleModuleRef {
         stream_close,
         state_export,
         state_import,
+        stream_next_batch,
     }
     .leak_into_prefix()
 }

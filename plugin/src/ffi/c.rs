@@ -34,7 +34,7 @@ use crate::{discovery::Outcome, stream::Poll};
 /// The ABI major version described by this header (see `mantle_abi_version`).
 pub const MANTLE_ABI_MAJOR: u32 = 1;
 /// The ABI minor version described by this header.
-pub const MANTLE_ABI_MINOR: u32 = 1;
+pub const MANTLE_ABI_MINOR: u32 = 2;
 const _: () = assert!(
     MANTLE_ABI_MAJOR == mantle_abi::ABI_MAJOR && MANTLE_ABI_MINOR == mantle_abi::ABI_MINOR,
     "the C header's ABI version must equal mantle_abi's"
@@ -468,6 +468,16 @@ pub(crate) struct EventBuffers {
 }
 
 impl EventBuffers {
+    /// The buffers of one pulled event: its text, its JSON and its raw payload.
+    fn from_emitted(e: &crate::stream::Emitted) -> Result<Self, FfiError> {
+        let json = super::to_json(&e.event)?;
+        Ok(EventBuffers::of(
+            e.event.text(),
+            &json,
+            e.raw.as_deref().unwrap_or(""),
+        ))
+    }
+
     fn of(text: &str, json: &str, raw: &str) -> Self {
         EventBuffers {
             text: nul_terminated(text),
@@ -562,18 +572,7 @@ pub unsafe extern "C" fn mantle_stream_next(
         check_out(poll_out, "poll_out")?;
         check_out(event_out, "event_out")?;
         let slot = super::stream_slot(stream)?;
-        // Held for the whole pull: the buffers the previous event points into are replaced
-        // only by this pull, and a second thread pulling the same stream is refused.
-        let mut buffers = match slot.c_buffers.try_lock() {
-            Ok(b) => b,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                return Err(FfiError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("stream {stream}: {}", crate::stream::PullBusy),
-                ))
-            }
-        };
+        let mut buffers = lock_c_buffers(stream, &slot)?;
         let poll = match super::pull(stream, &slot, timeout_ms)? {
             Poll::Pending => mantle_poll::MANTLE_POLL_PENDING,
             Poll::Finished => mantle_poll::MANTLE_POLL_FINISHED,
@@ -583,10 +582,9 @@ pub unsafe extern "C" fn mantle_stream_next(
                     // so hand out the static terminal event (this stream's one terminal event).
                     closed_stream_event(reason).event(mantle_event_kind::MANTLE_EVENT_ERROR)
                 } else {
-                    let json = super::to_json(&e.event)?;
-                    *buffers =
-                        EventBuffers::of(e.event.text(), &json, e.raw.as_deref().unwrap_or(""));
-                    buffers.event(e.event.kind().into())
+                    buffers.clear();
+                    buffers.push(EventBuffers::from_emitted(&e)?);
+                    buffers[0].event(e.event.kind().into())
                 };
                 // SAFETY: checked non-NULL above; the caller promises it is writable. The
                 // pointers stay valid until the next pull or free of this stream (the buffers
@@ -597,6 +595,92 @@ pub unsafe extern "C" fn mantle_stream_next(
         };
         // SAFETY: checked non-NULL above; the caller promises it is writable.
         unsafe { poll_out.write(poll) };
+        Ok(())
+    })
+}
+
+/// Locks a stream's C buffers for the whole of a pull: the buffers the previous events point
+/// into are replaced only by this pull, and a second thread pulling the same stream is refused.
+fn lock_c_buffers<'a>(
+    stream: u64,
+    slot: &'a super::StreamSlot,
+) -> Result<std::sync::MutexGuard<'a, Vec<EventBuffers>>, FfiError> {
+    match slot.c_buffers.try_lock() {
+        Ok(b) => Ok(b),
+        Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => Err(FfiError::new(
+            ErrorCode::InvalidArgument,
+            format!("stream {stream}: {}", crate::stream::PullBusy),
+        )),
+    }
+}
+
+/// ABI 1.2. Pulls up to `capacity` events in one call, waiting at most `timeout_ms`
+/// milliseconds for the first (0: do not wait): the same rules as `mantle_stream_next`, with
+/// one call and one lock per batch instead of per event. `events_out` points to an array of
+/// `capacity` events (at least 1). On `MANTLE_POLL_EVENT`, `*count_out` (>= 1) events are
+/// filled, a terminal one always last; their buffers stay valid until the next pull on this
+/// stream (either function) or its `mantle_stream_free` (or its provider's close). On
+/// `MANTLE_POLL_PENDING` or `MANTLE_POLL_FINISHED`, `*count_out` is 0.
+///
+/// # Safety
+/// `events_out` is NULL or points to `capacity` writable events; `count_out` and `poll_out`
+/// are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mantle_stream_next_batch(
+    stream: u64,
+    timeout_ms: u64,
+    events_out: *mut mantle_event,
+    capacity: usize,
+    count_out: *mut usize,
+    poll_out: *mut mantle_poll,
+) -> mantle_result {
+    entry("mantle_stream_next_batch", || {
+        check_out(events_out, "events_out")?;
+        check_out(count_out, "count_out")?;
+        check_out(poll_out, "poll_out")?;
+        if capacity == 0 {
+            return Err(FfiError::new(
+                ErrorCode::InvalidArgument,
+                "capacity: must be at least 1",
+            ));
+        }
+        let slot = super::stream_slot(stream)?;
+        let mut buffers = lock_c_buffers(stream, &slot)?;
+        let mut pulled = Vec::new();
+        let (poll, count) =
+            match super::pull_batch(stream, &slot, timeout_ms, capacity, &mut pulled)? {
+                crate::stream::Batch::Pending => (mantle_poll::MANTLE_POLL_PENDING, 0),
+                crate::stream::Batch::Finished => (mantle_poll::MANTLE_POLL_FINISHED, 0),
+                crate::stream::Batch::Events => {
+                    if let Some(reason) = slot.closed.get() {
+                        // Freed or closed while this pull ran: only the static terminal event.
+                        let event = closed_stream_event(reason)
+                            .event(mantle_event_kind::MANTLE_EVENT_ERROR);
+                        // SAFETY: checked non-NULL; the caller promises `capacity` (>= 1) writable
+                        // events. The static buffers are valid forever.
+                        unsafe { events_out.write(event) };
+                        (mantle_poll::MANTLE_POLL_EVENT, 1)
+                    } else {
+                        buffers.clear();
+                        for e in &pulled {
+                            buffers.push(EventBuffers::from_emitted(e)?);
+                        }
+                        for (i, (e, b)) in pulled.iter().zip(buffers.iter()).enumerate() {
+                            // SAFETY: `i < pulled.len() <= capacity` (the batch is bounded by it),
+                            // and the caller promises `capacity` writable events. The pointers
+                            // stay valid until the next pull or free of this stream.
+                            unsafe { events_out.add(i).write(b.event(e.event.kind().into())) };
+                        }
+                        (mantle_poll::MANTLE_POLL_EVENT, pulled.len())
+                    }
+                }
+            };
+        // SAFETY: checked non-NULL above; the caller promises both are writable.
+        unsafe {
+            count_out.write(count);
+            poll_out.write(poll);
+        }
         Ok(())
     })
 }

@@ -30,9 +30,10 @@ pub struct StreamSlot {
     provider: u64,
     /// The stream.
     pub handle: StreamHandle,
-    /// The C API's last-event buffers; locked for the whole of a C pull, so a second C pull of
-    /// the same stream is refused instead of freeing the buffers under the first one.
-    pub(crate) c_buffers: Mutex<c::EventBuffers>,
+    /// The C API's buffers of the last pull's events (one, or a batch); locked for the whole of
+    /// a C pull, so a second C pull of the same stream is refused instead of freeing the
+    /// buffers under the first one.
+    pub(crate) c_buffers: Mutex<Vec<c::EventBuffers>>,
     /// Why the stream was closed, set (before cancelling) when it is freed or its provider
     /// closed; a pull that is still running then hands out that static terminal event instead
     /// of the buffers.
@@ -135,7 +136,10 @@ impl StreamSlot {
     fn close(&self, reason: &'static str) {
         let _ = self.closed.set(reason);
         self.handle.cancel_with(reason);
-        *self.c_buffers.lock().unwrap_or_else(|p| p.into_inner()) = c::EventBuffers::default();
+        self.c_buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -231,6 +235,26 @@ pub fn pull(id: u64, slot: &StreamSlot, timeout_ms: u64) -> Result<Poll, FfiErro
 /// Pulls the next event.
 pub fn stream_next(id: u64, timeout_ms: u64) -> Result<Poll, FfiError> {
     pull(id, &*stream_slot(id)?, timeout_ms)
+}
+
+/// Most events one batch pull hands out, whatever the caller asks.
+pub const MAX_BATCH_EVENTS: usize = 1024;
+
+/// Pulls up to `max` events of a stream into `out`, waiting at most `timeout_ms` for the first.
+pub fn pull_batch(
+    id: u64,
+    slot: &StreamSlot,
+    timeout_ms: u64,
+    max: usize,
+    out: &mut Vec<crate::stream::Emitted>,
+) -> Result<crate::stream::Batch, FfiError> {
+    slot.handle
+        .next_batch(
+            Duration::from_millis(timeout_ms),
+            max.clamp(1, MAX_BATCH_EVENTS),
+            out,
+        )
+        .map_err(|e| FfiError::new(ErrorCode::InvalidArgument, format!("stream {id}: {e}")))
 }
 
 /// JSON text of a value handed across either ABI (catalogs, events, import reports).

@@ -1,6 +1,8 @@
 //! Decoder for Anthropic Messages SSE events.
 
-use std::collections::BTreeSet;
+use std::{borrow::Cow, collections::BTreeSet};
+
+use serde::Deserialize;
 
 use super::{events::*, sse::SseEvent, Decoder};
 
@@ -22,8 +24,69 @@ fn stop_reason(s: &str) -> StopReason {
     }
 }
 
+/// A `content_block_delta` event, decoded typed and borrowing (the hot path of the route);
+/// every other event, or a delta the typed decoder does not take, goes through `Value`.
+#[derive(Debug, Deserialize)]
+struct BlockDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    delta: Option<DeltaPart<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DeltaPart<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Cow<'a, str>>,
+}
+
+fn owned(text: Option<Cow<'_, str>>) -> String {
+    text.map(Cow::into_owned).unwrap_or_default()
+}
+
+impl AnthropicDecoder {
+    /// The events of a content block delta (the same for the typed and the `Value` reading).
+    fn on_delta(index: u32, d: DeltaPart<'_>, out: &mut Vec<StreamEvent>) {
+        match d.kind.as_deref().unwrap_or_default() {
+            "text_delta" => out.push(StreamEvent::TextDelta {
+                text: owned(d.text),
+            }),
+            "thinking_delta" => out.push(StreamEvent::ReasoningDelta {
+                text: owned(d.thinking),
+                signature: None,
+            }),
+            "signature_delta" => out.push(StreamEvent::ReasoningDelta {
+                text: String::new(),
+                signature: d.signature.map(Cow::into_owned),
+            }),
+            "input_json_delta" => out.push(StreamEvent::ToolCallDelta {
+                index,
+                arguments: owned(d.partial_json),
+            }),
+            _ => {}
+        }
+    }
+}
+
 impl Decoder for AnthropicDecoder {
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
+        if let Ok(fast) = crate::limits::parse_json_borrowed::<BlockDelta>(&ev.data) {
+            if fast.kind == "content_block_delta" {
+                let index = fast.index.unwrap_or(0) as u32;
+                Self::on_delta(index, fast.delta.unwrap_or_default(), out);
+                return false;
+            }
+        }
         let (v, kind) = match super::typed_payload(ev) {
             Ok(typed) => typed,
             Err(error) => {
@@ -59,24 +122,15 @@ impl Decoder for AnthropicDecoder {
             "content_block_delta" => {
                 let index = v["index"].as_u64().unwrap_or(0) as u32;
                 let d = &v["delta"];
-                match d["type"].as_str().unwrap_or_default() {
-                    "text_delta" => out.push(StreamEvent::TextDelta {
-                        text: d["text"].as_str().unwrap_or_default().into(),
-                    }),
-                    "thinking_delta" => out.push(StreamEvent::ReasoningDelta {
-                        text: d["thinking"].as_str().unwrap_or_default().into(),
-                        signature: None,
-                    }),
-                    "signature_delta" => out.push(StreamEvent::ReasoningDelta {
-                        text: String::new(),
-                        signature: d["signature"].as_str().map(str::to_string),
-                    }),
-                    "input_json_delta" => out.push(StreamEvent::ToolCallDelta {
-                        index,
-                        arguments: d["partial_json"].as_str().unwrap_or_default().into(),
-                    }),
-                    _ => {}
-                }
+                let text = |k: &str| d[k].as_str().map(Cow::Borrowed);
+                let part = DeltaPart {
+                    kind: text("type"),
+                    text: text("text"),
+                    thinking: text("thinking"),
+                    signature: text("signature"),
+                    partial_json: text("partial_json"),
+                };
+                Self::on_delta(index, part, out);
             }
             "content_block_stop" => {
                 let index = v["index"].as_u64().unwrap_or(0) as u32;

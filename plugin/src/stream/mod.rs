@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod events;
 pub mod openai;
+pub mod openai_chunk;
 pub mod queue;
 pub mod recover;
 pub mod responses;
@@ -24,7 +25,7 @@ use futures_util::StreamExt;
 use queue::{EventQueue, ProducerGuard};
 
 pub use events::{Emitted, StopReason, StreamEvent, Usage};
-pub use queue::PullBusy;
+pub use queue::{Batch, PullBusy};
 
 use crate::{
     auth::Authorization,
@@ -208,6 +209,17 @@ impl StreamHandle {
     /// A second thread pulling while one waits gets [`PullBusy`].
     pub fn next(&self, timeout: Duration) -> Result<Poll, PullBusy> {
         self.queue.pull(timeout)
+    }
+
+    /// Pulls up to `max` events at once into `out` (see [`EventQueue::pull_batch`]); the same
+    /// rules as [`StreamHandle::next`].
+    pub fn next_batch(
+        &self,
+        timeout: Duration,
+        max: usize,
+        out: &mut Vec<Emitted>,
+    ) -> Result<Batch, PullBusy> {
+        self.queue.pull_batch(timeout, max, out)
     }
 
     /// Aborts the upstream request now. The next pull (or the one waiting now) yields a

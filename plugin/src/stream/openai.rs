@@ -1,10 +1,10 @@
 //! Decoder for OpenAI Chat Completions SSE chunks.
 
-use std::collections::BTreeSet;
+use std::{borrow::Cow, collections::BTreeSet};
 
 use serde_json::Value;
 
-use super::{events::*, sse::SseEvent, Decoder};
+use super::{events::*, openai_chunk::Chunk, sse::SseEvent, Decoder};
 
 /// State of one OpenAI stream.
 #[derive(Debug, Default)]
@@ -47,6 +47,68 @@ impl OpenAiDecoder {
     }
 }
 
+impl OpenAiDecoder {
+    /// The events of one chunk.
+    fn on_chunk(&mut self, chunk: Chunk<'_>, out: &mut Vec<StreamEvent>) -> bool {
+        if let Some(err) = &chunk.error {
+            out.push(super::upstream_error_event(err));
+            return true;
+        }
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: chunk.id.map(Cow::into_owned),
+                model: chunk.model.map(Cow::into_owned),
+            });
+        }
+        for choice in chunk.choices {
+            let delta = choice.delta;
+            for text in [delta.reasoning_content, delta.reasoning]
+                .into_iter()
+                .flatten()
+            {
+                if !text.is_empty() {
+                    out.push(StreamEvent::ReasoningDelta {
+                        text: text.into_owned(),
+                        signature: None,
+                    });
+                }
+            }
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::TextDelta {
+                    text: text.into_owned(),
+                });
+            }
+            for call in delta.tool_calls {
+                let index = self.tool_index(call.index.unwrap_or(0));
+                let function = call.function.unwrap_or_default();
+                if !self.open_tools.contains(&index) {
+                    self.open_tools.insert(index);
+                    out.push(StreamEvent::ToolCallStart {
+                        index,
+                        id: call.id.map(Cow::into_owned).unwrap_or_default(),
+                        name: function.name.map(Cow::into_owned).unwrap_or_default(),
+                    });
+                }
+                if let Some(args) = function.arguments.filter(|a| !a.is_empty()) {
+                    out.push(StreamEvent::ToolCallDelta {
+                        index,
+                        arguments: args.into_owned(),
+                    });
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.stop = Some(stop_reason(&reason));
+                self.close_tools(out);
+            }
+        }
+        if let Some(u) = chunk.usage {
+            out.push(StreamEvent::Usage(u.normalized()));
+        }
+        false
+    }
+}
+
 impl Decoder for OpenAiDecoder {
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
         if ev.data.trim() == "[DONE]" {
@@ -56,81 +118,19 @@ impl Decoder for OpenAiDecoder {
             });
             return true;
         }
-        let chunk: Value = match super::parse_payload(&ev.data) {
+        // Typed and borrowing first (the hot path); anything it does not take is read
+        // leniently through a `Value` (`openai_chunk`).
+        if let Ok(chunk) = crate::limits::parse_json_borrowed::<Chunk>(&ev.data) {
+            return self.on_chunk(chunk, out);
+        }
+        let value: Value = match super::parse_payload(&ev.data) {
             Ok(v) => v,
             Err(error) => {
                 out.push(error);
                 return true;
             }
         };
-        if let Some(err) = chunk.get("error") {
-            out.push(super::upstream_error_event(err));
-            return true;
-        }
-        if !self.started {
-            self.started = true;
-            out.push(StreamEvent::Start {
-                id: chunk["id"].as_str().map(str::to_string),
-                model: chunk["model"].as_str().map(str::to_string),
-            });
-        }
-        for choice in chunk["choices"].as_array().into_iter().flatten() {
-            let delta = &choice["delta"];
-            for key in ["reasoning_content", "reasoning"] {
-                if let Some(text) = delta[key].as_str().filter(|t| !t.is_empty()) {
-                    out.push(StreamEvent::ReasoningDelta {
-                        text: text.to_string(),
-                        signature: None,
-                    });
-                }
-            }
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-                out.push(StreamEvent::TextDelta {
-                    text: text.to_string(),
-                });
-            }
-            for call in delta["tool_calls"].as_array().into_iter().flatten() {
-                let index = self.tool_index(call["index"].as_u64().unwrap_or(0));
-                if !self.open_tools.contains(&index) {
-                    self.open_tools.insert(index);
-                    out.push(StreamEvent::ToolCallStart {
-                        index,
-                        id: call["id"].as_str().unwrap_or_default().to_string(),
-                        name: call["function"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    });
-                }
-                if let Some(args) = call["function"]["arguments"]
-                    .as_str()
-                    .filter(|a| !a.is_empty())
-                {
-                    out.push(StreamEvent::ToolCallDelta {
-                        index,
-                        arguments: args.to_string(),
-                    });
-                }
-            }
-            if let Some(reason) = choice["finish_reason"].as_str() {
-                self.stop = Some(stop_reason(reason));
-                self.close_tools(out);
-            }
-        }
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            out.push(StreamEvent::Usage(Usage {
-                input: u["prompt_tokens"].as_u64().unwrap_or(0),
-                output: u["completion_tokens"].as_u64().unwrap_or(0),
-                cache_read: u["prompt_tokens_details"]["cached_tokens"]
-                    .as_u64()
-                    .unwrap_or(0),
-                cache_write: 0,
-                reasoning: u["completion_tokens_details"]["reasoning_tokens"]
-                    .as_u64()
-                    .unwrap_or(0),
-            }));
-        }
-        false
+        self.on_chunk(Chunk::from_value(&value), out)
     }
 
     fn on_eof(&mut self, out: &mut Vec<StreamEvent>) {

@@ -35,6 +35,17 @@ pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 #[error("the stream is being pulled by another thread; pull one stream from one thread at a time")]
 pub struct PullBusy;
 
+/// What one batch pull produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// One or more events were appended (a terminal one is the last).
+    Events,
+    /// Nothing arrived within the timeout.
+    Pending,
+    /// The terminal event was already delivered.
+    Finished,
+}
+
 /// The consumer is gone (cancelled or dropped): the task should stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerGone;
@@ -162,35 +173,62 @@ impl EventQueue {
 
     /// Pulls the next event, waiting at most `timeout` (zero: do not wait).
     pub fn pull(&self, timeout: Duration) -> Result<Poll, PullBusy> {
+        let mut one = Vec::with_capacity(1);
+        Ok(match self.pull_batch(timeout, 1, &mut one)? {
+            Batch::Events => Poll::Event(one.pop().expect("a batch of one event")),
+            Batch::Pending => Poll::Pending,
+            Batch::Finished => Poll::Finished,
+        })
+    }
+
+    /// Pulls up to `max` events at once (at least one), waiting at most `timeout` for the
+    /// first (zero: do not wait). The events go to `out`; a terminal event is always the last
+    /// of its batch. One lock and at most one wake-up of the task per batch.
+    pub fn pull_batch(
+        &self,
+        timeout: Duration,
+        max: usize,
+        out: &mut Vec<Emitted>,
+    ) -> Result<Batch, PullBusy> {
+        let max = max.max(1);
         let mut s = self.lock();
         if s.pulling {
             return Err(PullBusy);
         }
         if s.terminal_delivered {
-            return Ok(Poll::Finished);
+            return Ok(Batch::Finished);
         }
         s.pulling = true;
         let deadline = Instant::now().checked_add(timeout);
-        let poll = loop {
+        let batch = loop {
             if let Some(reason) = s.cancelled {
                 s.terminal_delivered = true;
-                break Poll::Event(cancelled_event(reason));
+                out.push(cancelled_event(reason));
+                break Batch::Events;
             }
-            if let Some(e) = s.events.pop_front() {
-                s.bytes -= e.payload_bytes();
-                if e.event.is_terminal() {
-                    s.terminal_delivered = true;
+            if !s.events.is_empty() {
+                let mut taken = 0;
+                while taken < max {
+                    let Some(e) = s.events.pop_front() else { break };
+                    s.bytes -= e.payload_bytes();
+                    taken += 1;
+                    let terminal = e.event.is_terminal();
+                    out.push(e);
+                    if terminal {
+                        s.terminal_delivered = true;
+                        break;
+                    }
                 }
                 if s.push_waiting && s.below_low_watermark() {
                     s.push_waiting = false;
                     self.writable.notify_one();
                 }
-                break Poll::Event(e);
+                break Batch::Events;
             }
             if s.producer_done {
                 // Only a crash ends the task without a terminal event.
                 s.terminal_delivered = true;
-                break Poll::Event(Emitted {
+                out.push(Emitted {
                     event: StreamEvent::Error(StreamError::new(
                         ErrorKind::Internal,
                         None,
@@ -198,11 +236,12 @@ impl EventQueue {
                     )),
                     raw: None,
                 });
+                break Batch::Events;
             }
             let now = Instant::now();
             let wait = match deadline {
                 Some(d) if d > now => d - now,
-                Some(_) => break Poll::Pending,
+                Some(_) => break Batch::Pending,
                 None => Duration::from_secs(3600), // "forever": re-checked on every wake-up
             };
             s.pull_waiting = true;
@@ -214,7 +253,7 @@ impl EventQueue {
             s.pull_waiting = false;
         };
         s.pulling = false;
-        Ok(poll)
+        Ok(batch)
     }
 
     /// True once the terminal event was delivered.

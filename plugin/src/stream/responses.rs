@@ -1,6 +1,9 @@
 //! Decoder for the OpenAI Responses stream (spec §7): typed events (`data.type`, echoed in the
 //! SSE `event:` field) mapped to the same normalized events as the other two routes.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{events::*, sse::SseEvent, Decoder};
@@ -55,8 +58,48 @@ impl ResponsesDecoder {
     }
 }
 
+/// A text or reasoning delta event, decoded typed and borrowing (the hot path of the route);
+/// every other event, or a delta the typed decoder does not take, goes through `Value`.
+#[derive(Debug, Deserialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    delta: Option<Cow<'a, str>>,
+}
+
 impl Decoder for ResponsesDecoder {
     fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
+        if let Ok(fast) = crate::limits::parse_json_borrowed::<TextDelta>(&ev.data) {
+            let reasoning = match fast.kind.as_ref() {
+                "response.output_text.delta" => Some(false),
+                "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                    Some(true)
+                }
+                _ => None,
+            };
+            if let Some(reasoning) = reasoning {
+                if !self.started {
+                    self.started = true;
+                    out.push(StreamEvent::Start {
+                        id: None,
+                        model: None,
+                    });
+                }
+                if let Some(text) = fast.delta.filter(|t| !t.is_empty()) {
+                    let text = text.into_owned();
+                    out.push(if reasoning {
+                        StreamEvent::ReasoningDelta {
+                            text,
+                            signature: None,
+                        }
+                    } else {
+                        StreamEvent::TextDelta { text }
+                    });
+                }
+                return false;
+            }
+        }
         let (v, kind) = match super::typed_payload(ev) {
             Ok(typed) => typed,
             Err(error) => {

@@ -68,28 +68,11 @@ impl SseParser {
     /// Feeds bytes; appends complete events to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         self.buf.extend_from_slice(bytes);
-        let mut start = 0;
-        let mut i = self.scanned;
-        while i < self.buf.len() {
-            let b = self.buf[i];
-            if b == b'\n' || b == b'\r' {
-                let line_end = i;
-                if b == b'\r' {
-                    if i + 1 == self.buf.len() {
-                        break; // CR at the end: wait to see whether LF follows.
-                    }
-                    if self.buf[i + 1] == b'\n' {
-                        i += 1;
-                    }
-                }
-                let line = std::str::from_utf8(&self.buf[start..line_end])
-                    .map_err(|_| SseError::Utf8)?
-                    .to_string();
-                self.line(&line, out)?;
-                start = i + 1;
-            }
-            i += 1;
-        }
+        // Lines are read in place (no copy per line): the buffer is moved out while they are.
+        let buf = std::mem::take(&mut self.buf);
+        let scanned = self.lines(&buf, out);
+        self.buf = buf;
+        let (start, i) = scanned?;
         #[cfg(test)]
         {
             self.examined += i - self.scanned.min(i);
@@ -100,6 +83,31 @@ impl SseParser {
             return Err(SseError::TooLarge(self.max));
         }
         Ok(())
+    }
+
+    /// Handles every complete line of `buf` from `self.scanned` on; returns where the
+    /// unconsumed rest starts and how far the buffer was searched.
+    fn lines(&mut self, buf: &[u8], out: &mut Vec<SseEvent>) -> Result<(usize, usize), SseError> {
+        let mut start = 0;
+        let mut i = self.scanned;
+        while let Some(found) = memchr::memchr2(b'\n', b'\r', &buf[i..]) {
+            i += found;
+            let line_end = i;
+            if buf[i] == b'\r' {
+                if i + 1 == buf.len() {
+                    // CR at the end: wait to see whether LF follows.
+                    return Ok((start, i));
+                }
+                if buf[i + 1] == b'\n' {
+                    i += 1;
+                }
+            }
+            let line = std::str::from_utf8(&buf[start..line_end]).map_err(|_| SseError::Utf8)?;
+            self.line(line, out)?;
+            start = i + 1;
+            i += 1;
+        }
+        Ok((start, buf.len()))
     }
 
     /// Ends the input: a final event without its blank line is still delivered.

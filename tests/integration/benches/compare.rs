@@ -6,7 +6,8 @@
 //! - `raw`: reqwest, bytes only (the transport limit);
 //! - `direct`: reqwest + one `serde_json::Value` per `data:` line (what a gateway calling Mantle
 //!   itself would do at least);
-//! - `plugin`: the release cdylib through host-shim, one `stream_next` per event.
+//! - `plugin`: the release cdylib through host-shim, `Stream::next_batch` (up to 256 events per
+//!   ABI crossing).
 //!
 //! Two upstreams: `memory` (a loopback server that writes a precomputed body at once: memory
 //! speed) and `local` (the local Mantle-compatible server). Every surface: openai-completions,
@@ -303,14 +304,16 @@ fn read_plugin(provider: &Provider, request: &str) -> usize {
     let mut stream = provider.stream(request).unwrap();
     let mut deltas = 0;
     loop {
-        let Some(e) = stream.next(Duration::from_secs(60)).unwrap() else {
-            panic!("stream stalled")
-        };
-        match e.kind {
-            EventKind::TextDelta => deltas += 1,
-            EventKind::Done => return deltas,
-            EventKind::Error => panic!("stream failed: {}", e.json),
-            _ => {}
+        // Up to 256 events per crossing (ABI 1.2), as a gateway pulling a busy stream would.
+        let events = stream.next_batch(Duration::from_secs(60), 256).unwrap();
+        assert!(!events.is_empty(), "stream stalled");
+        for e in events {
+            match e.kind {
+                EventKind::TextDelta => deltas += 1,
+                EventKind::Done => return deltas,
+                EventKind::Error => panic!("stream failed: {}", e.json),
+                _ => {}
+            }
         }
     }
 }

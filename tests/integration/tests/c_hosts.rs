@@ -58,6 +58,10 @@ fn assert_host_passed(out: &Output, language: &str) {
             "{stdout}"
         );
     }
+    assert!(
+        stdout.contains("batch: echo: hello from C in batches"),
+        "{stdout}"
+    );
     assert!(stdout.contains("error paths: ok"), "{stdout}");
     assert!(stdout.trim_end().ends_with("all checks passed"), "{stdout}");
 }

@@ -1,5 +1,6 @@
 //! The upstream fault matrix, on both routes, through both ABIs pulled raw (the `abi_stable`
-//! module's `stream_next`, and the C API's `mantle_stream_next` from a `dlopen`ed copy): every
+//! module's `stream_next` and `stream_next_batch`, and the C API's `mantle_stream_next` and
+//! `mantle_stream_next_batch` from a `dlopen`ed copy): every
 //! fault ends the stream with exactly one terminal event of the right kind, nothing after it,
 //! and closing the providers leaves no plugin thread behind.
 //!
@@ -272,6 +273,7 @@ struct CApi {
     close: unsafe extern "C" fn(u64) -> u32,
     start: unsafe extern "C" fn(u64, *const c_char, *mut u64) -> u32,
     next: unsafe extern "C" fn(u64, u64, *mut u32, *mut CEvent) -> u32,
+    next_batch: unsafe extern "C" fn(u64, u64, *mut CEvent, usize, *mut usize, *mut u32) -> u32,
     free: unsafe extern "C" fn(u64) -> u32,
     last_error: unsafe extern "C" fn() -> *const c_char,
 }
@@ -294,6 +296,7 @@ impl CApi {
                 close: sym!(b"mantle_provider_close"),
                 start: sym!(b"mantle_stream_start"),
                 next: sym!(b"mantle_stream_next"),
+                next_batch: sym!(b"mantle_stream_next_batch"),
                 free: sym!(b"mantle_stream_free"),
                 last_error: sym!(b"mantle_last_error"),
                 _lib: lib,
@@ -339,28 +342,7 @@ impl CApi {
                 0 => {
                     // SAFETY: filled by the library on MANTLE_POLL_EVENT; the buffers are valid
                     // until the next pull of this stream.
-                    let ev = unsafe { ev.assume_init() };
-                    let text =
-                        unsafe { std::slice::from_raw_parts(ev.text.cast::<u8>(), ev.text_len) };
-                    let json =
-                        unsafe { std::slice::from_raw_parts(ev.json.cast::<u8>(), ev.json_len) };
-                    let kind = match ev.kind {
-                        1 => EventKind::Start,
-                        2 => EventKind::TextDelta,
-                        3 => EventKind::ReasoningDelta,
-                        4 => EventKind::ToolCallStart,
-                        5 => EventKind::ToolCallDelta,
-                        6 => EventKind::ToolCallEnd,
-                        7 => EventKind::Usage,
-                        8 => EventKind::Done,
-                        9 => EventKind::Error,
-                        k => panic!("unknown event kind {k}"),
-                    };
-                    events.push((
-                        kind,
-                        String::from_utf8(text.to_vec()).unwrap(),
-                        serde_json::from_slice(json).unwrap(),
-                    ));
+                    events.push(unsafe { copy_event(&ev.assume_init()) });
                 }
                 1 => {}
                 2 => break,
@@ -380,6 +362,97 @@ impl CApi {
     }
 }
 
+/// Copies a C event out of the library's buffers.
+///
+/// # Safety
+/// `ev` was filled by a pull of the library and no later pull of its stream ran yet.
+unsafe fn copy_event(ev: &CEvent) -> (EventKind, String, Value) {
+    // SAFETY: the caller's promise: the buffers are valid for their lengths.
+    let text = unsafe { std::slice::from_raw_parts(ev.text.cast::<u8>(), ev.text_len) };
+    // SAFETY: as above.
+    let json = unsafe { std::slice::from_raw_parts(ev.json.cast::<u8>(), ev.json_len) };
+    let kind = match ev.kind {
+        1 => EventKind::Start,
+        2 => EventKind::TextDelta,
+        3 => EventKind::ReasoningDelta,
+        4 => EventKind::ToolCallStart,
+        5 => EventKind::ToolCallDelta,
+        6 => EventKind::ToolCallEnd,
+        7 => EventKind::Usage,
+        8 => EventKind::Done,
+        9 => EventKind::Error,
+        k => panic!("unknown event kind {k}"),
+    };
+    (
+        kind,
+        String::from_utf8(text.to_vec()).unwrap(),
+        serde_json::from_slice(json).unwrap(),
+    )
+}
+
+impl CApi {
+    /// Like [`CApi::drain`], through `mantle_stream_next_batch` with room for `capacity` events.
+    fn drain_batch(
+        &self,
+        provider: u64,
+        request: &str,
+        capacity: usize,
+    ) -> Vec<(EventKind, String, Value)> {
+        let request = CString::new(request).unwrap();
+        let mut stream = 0;
+        // SAFETY: NUL-terminated input, a writable out pointer.
+        let rc = unsafe { (self.start)(provider, request.as_ptr(), &mut stream) };
+        assert_eq!(rc, 0, "{}", self.error());
+        let mut events = Vec::new();
+        let mut room = vec![std::mem::MaybeUninit::<CEvent>::zeroed(); capacity];
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        let pull = |room: &mut [std::mem::MaybeUninit<CEvent>]| {
+            let (mut count, mut poll) = (usize::MAX, u32::MAX);
+            // SAFETY: `room` holds `capacity` writable events; writable out pointers.
+            let rc = unsafe {
+                (self.next_batch)(
+                    stream,
+                    200,
+                    room.as_mut_ptr().cast(),
+                    capacity,
+                    &mut count,
+                    &mut poll,
+                )
+            };
+            assert_eq!(rc, 0, "{}", self.error());
+            (count, poll)
+        };
+        loop {
+            assert!(
+                std::time::Instant::now() < end,
+                "C stream did not finish: {events:?}"
+            );
+            match pull(&mut room) {
+                (n, 0) => {
+                    assert!((1..=capacity).contains(&n), "{n} events for {capacity}");
+                    for (i, slot) in room[..n].iter().enumerate() {
+                        // SAFETY: the library filled the first `n` events; their buffers
+                        // are valid until the next pull of this stream.
+                        let e = unsafe { copy_event(&slot.assume_init()) };
+                        assert!(
+                            !e.0.is_terminal() || i == n - 1,
+                            "a terminal event ends its batch"
+                        );
+                        events.push(e);
+                    }
+                }
+                (0, 1) => {}
+                (0, 2) => break,
+                other => panic!("unexpected (count, poll) {other:?}"),
+            }
+        }
+        assert_eq!(pull(&mut room), (0, 2), "FINISHED stays FINISHED");
+        // SAFETY: a handle this library gave out, freed once.
+        assert_eq!(unsafe { (self.free)(stream) }, 0);
+        events
+    }
+}
+
 #[test]
 fn every_fault_on_every_route_through_both_abis_ends_with_exactly_one_terminal_event() {
     let server = MockMantle::start(None).unwrap();
@@ -392,7 +465,7 @@ fn every_fault_on_every_route_through_both_abis_ends_with_exactly_one_terminal_e
 
     for fault in faults() {
         for (route, model) in ROUTES {
-            for api in ["rust-abi", "c-api"] {
+            for api in ["rust-abi", "rust-abi-batch", "c-api", "c-api-batch"] {
                 server.clear_requests();
                 for reply in (fault.replies)(route, model) {
                     server.push(route, reply);
@@ -406,6 +479,15 @@ fn every_fault_on_every_route_through_both_abis_ends_with_exactly_one_terminal_e
                             .unwrap();
                         events
                     }
+                    "rust-abi-batch" => {
+                        let stream = raw::stream_start(rust_provider, &request(model)).unwrap();
+                        let events = raw::drain_batch(stream, 3, Duration::from_secs(30));
+                        (raw::module().stream_close())(stream)
+                            .into_result()
+                            .unwrap();
+                        events
+                    }
+                    "c-api-batch" => c_api.drain_batch(c_provider, &request(model), 2),
                     _ => c_api.drain(c_provider, &request(model)),
                 };
                 let name = format!("{} on {model}", fault.name);

@@ -35,6 +35,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, Method, StatusCode, Uri},
     response::Response,
+    serve::ListenerExt,
     Router,
 };
 use futures_util::stream::{self, StreamExt};
@@ -341,7 +342,14 @@ impl ServerThread {
                     .build()
                     .expect("mock server runtime");
                 rt.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("listener");
+                    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm
+                    // holds each back until the client's (delayed) ACK, up to 40 ms.
+                    let listener =
+                        TcpListener::from_std(listener)
+                            .expect("listener")
+                            .tap_io(|tcp| {
+                                let _ = tcp.set_nodelay(true);
+                            });
                     let _ = axum::serve(listener, app)
                         .with_graceful_shutdown(async move {
                             let _ = rx.await;

@@ -307,6 +307,52 @@ pub mod raw {
         events
     }
 
+    /// Like [`drain`], through the batch pull (ABI 1.2), `max` events at a time: every batch
+    /// holds at most `max` events and ends with the terminal event if it holds one; after it,
+    /// batches are empty and `finished`, twice.
+    pub fn drain_batch(stream: u64, max: u32, deadline: Duration) -> Vec<RawEvent> {
+        let batch = module()
+            .stream_next_batch()
+            .expect("the plugin has the batch entry point (ABI 1.2)");
+        let end = Instant::now() + deadline;
+        let mut events = Vec::new();
+        loop {
+            assert!(
+                Instant::now() < end,
+                "stream {stream} did not finish: {events:?}"
+            );
+            let pulled = batch(stream, 200, max)
+                .into_result()
+                .expect("stream_next_batch");
+            if pulled.events.is_empty() {
+                if pulled.finished {
+                    break;
+                }
+                continue;
+            }
+            assert!(!pulled.finished, "a batch with events is not `finished`");
+            assert!(pulled.events.len() <= max as usize, "at most {max} events");
+            let n = pulled.events.len();
+            for (i, e) in pulled.events.into_iter().enumerate() {
+                assert!(
+                    !e.kind.is_terminal() || i == n - 1,
+                    "a terminal event ends its batch"
+                );
+                events.push((
+                    e.kind,
+                    e.text.into_string(),
+                    serde_json::from_str(e.json.as_str()).expect("event JSON"),
+                ));
+            }
+        }
+        let again = batch(stream, 0, max).into_result().expect("batch");
+        assert!(
+            again.events.is_empty() && again.finished,
+            "finished stays finished"
+        );
+        events
+    }
+
     /// Asserts exactly one terminal event, last, and returns it.
     pub fn only_terminal(events: &[RawEvent]) -> &RawEvent {
         let terminals: Vec<_> = events.iter().filter(|e| e.0.is_terminal()).collect();
