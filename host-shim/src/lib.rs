@@ -191,7 +191,9 @@ impl Plugin {
         // The mapping does not need the file: remove the copy at once, so a long-running host
         // that swaps often does not fill its temp directory (Windows cannot delete a loaded DLL;
         // the copy stays there).
-        if cfg!(unix) || opened.is_err() {
+        // `MANTLE_KEEP_PLUGIN_COPY=1` keeps it, so profilers and debuggers can read its symbols.
+        let keep = std::env::var_os("MANTLE_KEEP_PLUGIN_COPY").is_some_and(|v| v == "1");
+        if (cfg!(unix) && !keep) || opened.is_err() {
             let _ = std::fs::remove_file(&loaded_from);
         }
         let library = opened.map_err(|e| LoadError::Open {

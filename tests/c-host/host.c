@@ -80,6 +80,17 @@ static int load(const char *path) {
   return 1;
 }
 
+/* Appends n bytes to a NUL-terminated growing buffer. */
+static void append(char **text, size_t *cap, size_t *len, const char *bytes, size_t n) {
+  if (*len + n + 1 > *cap) {
+    while (*len + n + 1 > *cap) *cap *= 2;
+    *text = realloc(*text, *cap);
+  }
+  memcpy(*text + *len, bytes, n);
+  *len += n;
+  (*text)[*len] = '\0';
+}
+
 /* Streams one request to its end; returns the concatenated text (caller frees) or NULL. */
 static char *stream_text(uint64_t provider, const char *request, uint32_t *terminal_kind) {
   uint64_t stream = 0;
@@ -99,15 +110,7 @@ static char *stream_text(uint64_t provider, const char *request, uint32_t *termi
     if (poll == MANTLE_POLL_PENDING) continue;
     CHECK(ev.json != NULL && ev.json_len > 0 && ev.json[ev.json_len] == '\0',
           "event json present and NUL-terminated");
-    if (ev.kind == MANTLE_EVENT_TEXT_DELTA) {
-      if (len + ev.text_len + 1 > cap) {
-        while (len + ev.text_len + 1 > cap) cap *= 2;
-        text = realloc(text, cap);
-      }
-      memcpy(text + len, ev.text, ev.text_len);
-      len += ev.text_len;
-      text[len] = '\0';
-    }
+    if (ev.kind == MANTLE_EVENT_TEXT_DELTA) append(&text, &cap, &len, ev.text, ev.text_len);
     if (ev.kind == MANTLE_EVENT_DONE || ev.kind == MANTLE_EVENT_ERROR) {
       terminals++;
       *terminal_kind = ev.kind;
@@ -146,13 +149,7 @@ static char *stream_text_batch(uint64_t provider, const char *request) {
     for (size_t i = 0; i < count; i++) {
       const struct mantle_event *ev = &events[i];
       CHECK(ev->json_len > 0 && ev->json[ev->json_len] == '\0', "batch event json NUL-terminated");
-      if (ev->kind == MANTLE_EVENT_TEXT_DELTA) {
-        while (len + ev->text_len + 1 > cap) cap *= 2;
-        text = realloc(text, cap);
-        memcpy(text + len, ev->text, ev->text_len);
-        len += ev->text_len;
-        text[len] = '\0';
-      }
+      if (ev->kind == MANTLE_EVENT_TEXT_DELTA) append(&text, &cap, &len, ev->text, ev->text_len);
       if (ev->kind == MANTLE_EVENT_DONE || ev->kind == MANTLE_EVENT_ERROR) {
         terminals++;
         CHECK(i == count - 1, "a terminal event ends its batch");

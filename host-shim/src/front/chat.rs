@@ -3,17 +3,15 @@
 //! `chat.completion` object out. Reasoning is sent as `reasoning_content`, as DeepSeek and vLLM
 //! do (the field OpenAI-compatible clients read).
 
-use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use axum::response::Response;
 use mantle_host_shim::{Event, EventKind};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{
     accumulate::{Reply, Usage},
+    answer,
     errors::Surface,
-    feed, plugin_model_id, sse, unix_now, with_version, ApiError, FrontState,
+    prologue, sse, unix_now, ApiError, FrontState,
 };
 
 /// Fields this front handles itself and never passes to the plugin.
@@ -36,21 +34,11 @@ pub struct Shape {
 
 /// The canonical request for a Chat Completions body, and the response shape asked for.
 pub fn canonical(body: Value) -> Result<(Value, Shape), ApiError> {
-    let Value::Object(mut body) = body else {
-        return Err(ApiError::invalid(
-            "body",
-            "the request body must be a JSON object",
-        ));
-    };
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => plugin_model_id(m.trim()).to_string(),
-        _ => return Err(ApiError::invalid("model", "required, a non-empty string")),
-    };
+    let (mut body, model, stream) = prologue(body, None)?;
     match body.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => {}
         _ => return Err(ApiError::invalid("messages", "required, a non-empty array")),
     }
-    let stream = flag(&body, "stream")?;
     let include_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(Value::Object(o)) => match o.get("include_usage") {
@@ -97,15 +85,6 @@ pub fn canonical(body: Value) -> Result<(Value, Shape), ApiError> {
     ))
 }
 
-/// `stream`: absent, null or a boolean.
-pub fn flag(body: &Map<String, Value>, field: &str) -> Result<bool, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(ApiError::invalid(field, "expected a boolean")),
-    }
-}
-
 /// OpenAI's `reasoning_effort` as the plugin's reasoning level.
 fn reasoning_level(effort: &str) -> Result<&'static str, ApiError> {
     Ok(match effort {
@@ -130,31 +109,15 @@ pub async fn handle(state: &FrontState, body: Value) -> Response {
         Ok(pair) => pair,
         Err(e) => return e.into_response(Surface::OpenAi),
     };
-    let model = request["model"].as_str().unwrap_or_default().to_string();
-    let feed = match feed::open(state, request).await {
-        Ok(feed) => feed,
-        Err(e) => return e.into_response(Surface::OpenAi),
-    };
-    if feed::is_error(&feed.first) {
-        let error = ApiError::from_event(&feed.first.value());
-        return with_version(error.into_response(Surface::OpenAi), &feed.version);
-    }
-    if shape.stream {
-        let encoder = ChunkEncoder::new(model, shape.include_usage, &feed.version);
-        return sse::response(feed, encoder);
-    }
-    let version = feed.version.clone();
-    let reply = Reply::gather(feed).await;
-    let response = match &reply.error {
-        Some(e) => ApiError::from_event(e).into_response(Surface::OpenAi),
-        None => (
-            StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            completion(&reply, &model, &version).to_string(),
-        )
-            .into_response(),
-    };
-    with_version(response, &version)
+    answer(
+        state,
+        request,
+        Surface::OpenAi,
+        shape.stream,
+        |model, version| ChunkEncoder::new(model, shape.include_usage, version),
+        completion,
+    )
+    .await
 }
 
 /// OpenAI's `finish_reason` for the plugin's stop reason.
@@ -389,7 +352,7 @@ mod tests {
         ] {
             let e = canonical(body).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(field));
-            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         }
     }
 

@@ -9,18 +9,15 @@
 //! and `output_config.effort` become the plugin's `reasoning` level (a budget also as
 //! `reasoning_budget`). Fields this front cannot honour are a 400 naming them.
 
-use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use axum::response::Response;
 use mantle_host_shim::{Event, EventKind};
 use serde_json::{json, Map, Value};
 
 use super::{
     accumulate::{arguments_object, Reply, Usage},
-    chat::flag,
+    answer,
     errors::Surface,
-    feed, plugin_model_id, sse, unix_now, with_version, ApiError, FrontState,
+    prologue, sse, unix_now, ApiError, FrontState,
 };
 
 /// Request fields this front accepts.
@@ -42,23 +39,7 @@ const KNOWN_FIELDS: &[&str] = &[
 
 /// The canonical request for a Messages body, and whether to stream.
 pub fn canonical(body: Value) -> Result<(Value, bool), ApiError> {
-    let Value::Object(body) = body else {
-        return Err(ApiError::invalid(
-            "body",
-            "the request body must be a JSON object",
-        ));
-    };
-    if let Some(k) = body.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            k,
-            format!("{k}: not supported by this provider"),
-        ));
-    }
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => plugin_model_id(m.trim()).to_string(),
-        _ => return Err(ApiError::invalid("model", "required, a non-empty string")),
-    };
-    let stream = flag(&body, "stream")?;
+    let (body, model, stream) = prologue(body, Some(KNOWN_FIELDS))?;
     let mut messages = Vec::new();
     if let Some(system) = body.get("system") {
         let text = system_text(system)?;
@@ -333,30 +314,15 @@ pub async fn handle(state: &FrontState, body: Value) -> Response {
         Ok(pair) => pair,
         Err(e) => return e.into_response(Surface::Anthropic),
     };
-    let model = request["model"].as_str().unwrap_or_default().to_string();
-    let feed = match feed::open(state, request).await {
-        Ok(feed) => feed,
-        Err(e) => return e.into_response(Surface::Anthropic),
-    };
-    if feed::is_error(&feed.first) {
-        let error = ApiError::from_event(&feed.first.value());
-        return with_version(error.into_response(Surface::Anthropic), &feed.version);
-    }
-    if stream {
-        return sse::response(feed, MessageEncoder::new(model));
-    }
-    let version = feed.version.clone();
-    let reply = Reply::gather(feed).await;
-    let response = match &reply.error {
-        Some(e) => ApiError::from_event(e).into_response(Surface::Anthropic),
-        None => (
-            StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            message(&reply, &model).to_string(),
-        )
-            .into_response(),
-    };
-    with_version(response, &version)
+    answer(
+        state,
+        request,
+        Surface::Anthropic,
+        stream,
+        |model, _| MessageEncoder::new(model),
+        |reply, model, _| message(reply, model),
+    )
+    .await
 }
 
 /// Anthropic's `stop_reason` for the plugin's.

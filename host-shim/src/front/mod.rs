@@ -28,7 +28,7 @@ use axum::{
     body::Bytes,
     extract::{DefaultBodyLimit, State},
     http::{HeaderMap, HeaderValue, StatusCode},
-    response::Response,
+    response::{IntoResponse, Response},
     routing::{get, post},
     serve::ListenerExt,
     Router,
@@ -212,6 +212,76 @@ async fn not_found(uri: axum::http::Uri) -> Response {
         ),
     )
     .into_response(surface)
+}
+
+/// What every surface's request starts with: a JSON object (with only `known` fields, when
+/// given), a non-empty `model` (the gateway prefix removed) and an optional boolean `stream`.
+fn prologue(
+    body: Value,
+    known: Option<&[&str]>,
+) -> Result<(serde_json::Map<String, Value>, String, bool), ApiError> {
+    let Value::Object(body) = body else {
+        return Err(ApiError::invalid(
+            "body",
+            "the request body must be a JSON object",
+        ));
+    };
+    if let Some(known) = known {
+        if let Some(k) = body.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ApiError::invalid(
+                k,
+                format!("{k}: not supported by this provider"),
+            ));
+        }
+    }
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => plugin_model_id(m.trim()).to_string(),
+        _ => return Err(ApiError::invalid("model", "required, a non-empty string")),
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("stream", "expected a boolean")),
+    };
+    Ok((body, model, stream))
+}
+
+/// Answers a canonical request on one surface: a status in the surface's error shape when
+/// the stream fails before its first event, else the SSE stream (`stream`) or the whole reply
+/// rendered by `whole(reply, model, version)`.
+async fn answer<E: sse::Encoder>(
+    state: &FrontState,
+    request: Value,
+    surface: Surface,
+    stream: bool,
+    encoder: impl FnOnce(String, &str) -> E,
+    whole: impl FnOnce(&accumulate::Reply, &str, &str) -> Value,
+) -> Response {
+    let model = request["model"].as_str().unwrap_or_default().to_string();
+    let feed = match feed::open(state, request).await {
+        Ok(feed) => feed,
+        Err(e) => return e.into_response(surface),
+    };
+    if feed::is_error(&feed.first) {
+        let error = ApiError::from_event(&feed.first.value());
+        return with_version(error.into_response(surface), &feed.version);
+    }
+    if stream {
+        let encoder = encoder(model, &feed.version);
+        return sse::response(feed, encoder);
+    }
+    let version = feed.version.clone();
+    let reply = accumulate::Reply::gather(feed).await;
+    let response = match &reply.error {
+        Some(e) => ApiError::from_event(e).into_response(surface),
+        None => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            whole(&reply, &model, &version).to_string(),
+        )
+            .into_response(),
+    };
+    with_version(response, &version)
 }
 
 /// Seconds since the Unix epoch (for `created` fields).

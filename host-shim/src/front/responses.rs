@@ -10,18 +10,15 @@
 //! Completions tools; `reasoning.effort` the plugin's level; `max_output_tokens`
 //! `max_tokens`. Fields this front cannot honour are a 400 naming them.
 
-use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use axum::response::Response;
 use mantle_host_shim::{Event, EventKind};
 use serde_json::{json, Map, Value};
 
 use super::{
     accumulate::{Reply, ToolCall, Usage},
-    chat::flag,
+    answer,
     errors::Surface,
-    feed, plugin_model_id, sse, unix_now, with_version, ApiError, FrontState,
+    prologue, sse, unix_now, ApiError, FrontState,
 };
 
 /// Request fields this front accepts.
@@ -44,23 +41,7 @@ const KNOWN_FIELDS: &[&str] = &[
 
 /// The canonical request for a Responses body, and whether to stream.
 pub fn canonical(body: Value) -> Result<(Value, bool), ApiError> {
-    let Value::Object(body) = body else {
-        return Err(ApiError::invalid(
-            "body",
-            "the request body must be a JSON object",
-        ));
-    };
-    if let Some(k) = body.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            k,
-            format!("{k}: not supported by this provider"),
-        ));
-    }
-    let model = match body.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => plugin_model_id(m.trim()).to_string(),
-        _ => return Err(ApiError::invalid("model", "required, a non-empty string")),
-    };
-    let stream = flag(&body, "stream")?;
+    let (body, model, stream) = prologue(body, Some(KNOWN_FIELDS))?;
     let mut messages = Vec::new();
     match body.get("instructions") {
         None | Some(Value::Null) => {}
@@ -267,42 +248,26 @@ pub async fn handle(state: &FrontState, body: Value) -> Response {
         Ok(pair) => pair,
         Err(e) => return e.into_response(Surface::OpenAi),
     };
-    let model = request["model"].as_str().unwrap_or_default().to_string();
-    let feed = match feed::open(state, request).await {
-        Ok(feed) => feed,
-        Err(e) => return e.into_response(Surface::OpenAi),
-    };
-    if feed::is_error(&feed.first) {
-        let error = ApiError::from_event(&feed.first.value());
-        return with_version(error.into_response(Surface::OpenAi), &feed.version);
-    }
-    if stream {
-        return sse::response(feed, ResponseEncoder::new(model));
-    }
-    let version = feed.version.clone();
-    let reply = Reply::gather(feed).await;
-    let response = match &reply.error {
-        Some(e) => ApiError::from_event(e).into_response(Surface::OpenAi),
-        None => {
+    answer(
+        state,
+        request,
+        Surface::OpenAi,
+        stream,
+        |model, _| ResponseEncoder::new(model),
+        |reply, model, _| {
             let id = response_id(reply.id.as_deref());
-            let output = output_items(&reply, &id);
-            let object = response_object(
+            let output = output_items(reply, &id);
+            response_object(
                 &id,
-                reply.model.as_deref().unwrap_or(&model),
+                reply.model.as_deref().unwrap_or(model),
                 unix_now(),
                 status_of(&reply.stop_reason),
                 output,
                 reply.usage.as_ref(),
-            );
-            (
-                StatusCode::OK,
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                object.to_string(),
             )
-                .into_response()
-        }
-    };
-    with_version(response, &version)
+        },
+    )
+    .await
 }
 
 fn response_id(upstream: Option<&str>) -> String {

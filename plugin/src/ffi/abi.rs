@@ -80,19 +80,22 @@ extern "C" fn stream_start(provider: u64, request_json: RStr<'_>) -> RResult<u64
 }
 
 /// Converts a core event into the ABI event.
-pub fn to_ffi_event(e: &crate::stream::Emitted) -> Result<FfiEvent, FfiError> {
+pub fn to_ffi_event(e: crate::stream::Emitted) -> Result<FfiEvent, FfiError> {
+    let json = super::to_json(&e.event)?;
+    let raw = e.raw.as_deref().map(RString::from).unwrap_or_default();
     Ok(FfiEvent {
         kind: e.event.kind(),
-        text: RString::from(e.event.text()),
-        json: RString::from(super::to_json(&e.event)?),
-        raw: RString::from(e.raw.as_deref().unwrap_or("")),
+        // Moved, not copied: the event is the caller's to give away.
+        text: RString::from(e.event.into_text()),
+        json: RString::from(json),
+        raw,
     })
 }
 
 extern "C" fn stream_next(stream: u64, timeout_ms: u64) -> RResult<FfiPoll, FfiError> {
     rresult(super::guard("stream_next", || {
         Ok(match super::stream_next(stream, timeout_ms)? {
-            Poll::Event(e) => FfiPoll::Event(to_ffi_event(&e)?),
+            Poll::Event(e) => FfiPoll::Event(to_ffi_event(e)?),
             Poll::Pending => FfiPoll::Pending,
             Poll::Finished => FfiPoll::Finished,
         })
@@ -109,7 +112,7 @@ extern "C" fn stream_next_batch(
         let mut pulled = Vec::new();
         let batch = super::pull_batch(stream, &slot, timeout_ms, max_events as usize, &mut pulled)?;
         let events = pulled
-            .iter()
+            .into_iter()
             .map(to_ffi_event)
             .collect::<Result<RVec<_>, _>>()?;
         Ok(FfiBatch {

@@ -108,6 +108,15 @@ impl StreamEvent {
         }
     }
 
+    /// The text this event carries, moved out (the event's other fields are dropped).
+    pub fn into_text(self) -> String {
+        match self {
+            StreamEvent::TextDelta { text } | StreamEvent::ReasoningDelta { text, .. } => text,
+            StreamEvent::ToolCallDelta { arguments, .. } => arguments,
+            _ => String::new(),
+        }
+    }
+
     /// The ABI kind.
     pub fn kind(&self) -> mantle_abi::EventKind {
         use mantle_abi::EventKind as K;

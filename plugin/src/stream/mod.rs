@@ -382,7 +382,9 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
     let mut parameter_dropped = false;
     let response = loop {
         attempt += 1;
-        match send(&client, &req).await {
+        // Boxed: the sending state lives on the heap only while a request is being sent, so
+        // the task of a long stream does not carry it for its whole life.
+        match Box::pin(send(&client, &req)).await {
             Ok(r) => break r,
             Err(AttemptError::Fatal(mut e)) => {
                 let refusal = recover::refusal(&e).filter(|r| match r {
@@ -425,6 +427,10 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
             }
         }
     };
+    // The body and headers are only needed to (re)send: a long stream does not keep them.
+    req.body = serde_json::Value::Null;
+    req.headers = Vec::new();
+    req.recovery = None;
     let mut decoder: Box<dyn Decoder> = match req.route {
         Route::OpenAi => Box::new(openai::OpenAiDecoder::default()),
         Route::Anthropic => Box::new(anthropic::AnthropicDecoder::default()),
@@ -432,9 +438,6 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
     };
     let mut parser = sse::SseParser::default();
     let mut body = response.bytes_stream();
-    let mut sse_events = Vec::new();
-    let mut out = Vec::new();
-    let mut batch = VecDeque::new();
     loop {
         let chunk = match tokio::time::timeout(req.timeouts.idle, body.next()).await {
             Err(_) => {
@@ -456,6 +459,10 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
             }
             Ok(Some(Ok(bytes))) => Some(bytes),
         };
+        // Per read, not per stream: a stream waiting for its next read holds none of them.
+        let mut sse_events = Vec::new();
+        let mut out = Vec::new();
+        let mut batch = VecDeque::new();
         let parsed = match &chunk {
             Some(bytes) => parser.feed(bytes, &mut sse_events),
             None => parser.finish(&mut sse_events),

@@ -218,7 +218,7 @@ mod tests {
         for e in events {
             if d.on_event(
                 &SseEvent {
-                    event: e["type"].as_str().map(str::to_string),
+                    event: e["type"].as_str().map(Into::into),
                     data: e.to_string(),
                 },
                 &mut out,

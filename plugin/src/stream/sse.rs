@@ -11,8 +11,9 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// One parsed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
-    /// The `event:` field, if any.
-    pub event: Option<String>,
+    /// The `event:` field, if any (shared with the previous event of the same name: most
+    /// streams repeat a few names, so naming an event costs no allocation).
+    pub event: Option<std::sync::Arc<str>>,
     /// The joined `data:` lines.
     pub data: String,
 }
@@ -38,7 +39,9 @@ pub struct SseParser {
     /// Bytes examined in total (tests check that a long line is not rescanned).
     #[cfg(test)]
     examined: usize,
-    event: Option<String>,
+    event: Option<std::sync::Arc<str>>,
+    /// The last event name seen, reused while names repeat.
+    last_name: Option<std::sync::Arc<str>>,
     data: String,
     has_data: bool,
     max: usize,
@@ -59,6 +62,7 @@ impl SseParser {
             #[cfg(test)]
             examined: 0,
             event: None,
+            last_name: None,
             data: String::new(),
             has_data: false,
             max,
@@ -67,6 +71,21 @@ impl SseParser {
 
     /// Feeds bytes; appends complete events to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if self.buf.is_empty() {
+            // Nothing pending: read the lines straight from the chunk and keep only its
+            // unfinished last line (a stream between reads holds no copy of what it read).
+            let (start, i) = self.lines(bytes, out)?;
+            #[cfg(test)]
+            {
+                self.examined += i - self.scanned.min(i);
+            }
+            self.buf.extend_from_slice(&bytes[start..]);
+            self.scanned = i - start;
+            if self.buf.len() > self.max {
+                return Err(SseError::TooLarge(self.max));
+            }
+            return Ok(());
+        }
         self.buf.extend_from_slice(bytes);
         // Lines are read in place (no copy per line): the buffer is moved out while they are.
         let buf = std::mem::take(&mut self.buf);
@@ -78,6 +97,10 @@ impl SseParser {
             self.examined += i - self.scanned.min(i);
         }
         self.buf.drain(..start);
+        if self.buf.is_empty() {
+            // Drop the capacity a large read left behind.
+            self.buf = Vec::new();
+        }
         self.scanned = i - start;
         if self.buf.len() > self.max {
             return Err(SseError::TooLarge(self.max));
@@ -151,7 +174,17 @@ impl SseParser {
                     return Err(SseError::TooLarge(self.max));
                 }
             }
-            "event" => self.event = Some(value.to_string()),
+            "event" => {
+                let name = match &self.last_name {
+                    Some(last) if **last == *value => last.clone(),
+                    _ => {
+                        let name: std::sync::Arc<str> = value.into();
+                        self.last_name = Some(name.clone());
+                        name
+                    }
+                };
+                self.event = Some(name);
+            }
             _ => {}
         }
         Ok(())
