@@ -81,7 +81,10 @@ extern "C" fn stream_start(provider: u64, request_json: RStr<'_>) -> RResult<u64
 
 /// Converts a core event into the ABI event.
 pub fn to_ffi_event(e: crate::stream::Emitted) -> Result<FfiEvent, FfiError> {
-    let json = super::to_json(&e.event)?;
+    let json = e
+        .event
+        .to_json()
+        .map_err(|err| FfiError::new(mantle_abi::ErrorCode::Internal, err.to_string()))?;
     let raw = e.raw.as_deref().map(RString::from).unwrap_or_default();
     Ok(FfiEvent {
         kind: e.event.kind(),

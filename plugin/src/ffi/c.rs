@@ -470,7 +470,10 @@ pub(crate) struct EventBuffers {
 impl EventBuffers {
     /// The buffers of one pulled event: its text, its JSON and its raw payload.
     fn from_emitted(e: &crate::stream::Emitted) -> Result<Self, FfiError> {
-        let json = super::to_json(&e.event)?;
+        let json = e
+            .event
+            .to_json()
+            .map_err(|err| FfiError::new(ErrorCode::Internal, err.to_string()))?;
         Ok(EventBuffers::of(
             e.event.text(),
             &json,

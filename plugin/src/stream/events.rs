@@ -117,6 +117,46 @@ impl StreamEvent {
         }
     }
 
+    /// The event as JSON text (what both ABIs hand out in `json`). The per-token events are
+    /// written directly (the same text `serde_json` writes, without its generic machinery:
+    /// this runs once per event); the others through `serde_json`.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        fn tagged(
+            kind: &str,
+            index: Option<u32>,
+            key: &str,
+            text: &str,
+        ) -> Result<String, serde_json::Error> {
+            let mut out = Vec::with_capacity(text.len() + 48);
+            out.extend_from_slice(b"{\"type\":\"");
+            out.extend_from_slice(kind.as_bytes());
+            out.extend_from_slice(b"\",");
+            if let Some(i) = index {
+                out.extend_from_slice(b"\"index\":");
+                serde_json::to_writer(&mut out, &i)?;
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            serde_json::to_writer(&mut out, text)?;
+            out.push(b'}');
+            // Only ASCII and `serde_json`'s own (valid UTF-8) string output were written.
+            Ok(String::from_utf8(out).expect("JSON text is UTF-8"))
+        }
+        match self {
+            StreamEvent::TextDelta { text } => tagged("text_delta", None, "text", text),
+            StreamEvent::ReasoningDelta {
+                text,
+                signature: None,
+            } => tagged("reasoning_delta", None, "text", text),
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                tagged("tool_call_delta", Some(*index), "arguments", arguments)
+            }
+            other => serde_json::to_string(other),
+        }
+    }
+
     /// The ABI kind.
     pub fn kind(&self) -> mantle_abi::EventKind {
         use mantle_abi::EventKind as K;
@@ -130,6 +170,51 @@ impl StreamEvent {
             StreamEvent::Usage(_) => K::Usage,
             StreamEvent::Done { .. } => K::Done,
             StreamEvent::Error(_) => K::Error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written JSON of the per-token events is exactly what `serde_json` writes.
+    #[test]
+    fn direct_json_equals_serde_json() {
+        for text in [
+            "",
+            "x",
+            "quote \" backslash \\ newline \n tab \t",
+            "\u{1} control",
+            "ünïcödé ✓ 🦀",
+        ] {
+            for event in [
+                StreamEvent::TextDelta { text: text.into() },
+                StreamEvent::ReasoningDelta {
+                    text: text.into(),
+                    signature: None,
+                },
+                StreamEvent::ReasoningDelta {
+                    text: text.into(),
+                    signature: Some("s".into()),
+                },
+                StreamEvent::ToolCallDelta {
+                    index: 7,
+                    arguments: text.into(),
+                },
+                StreamEvent::ToolCallEnd {
+                    index: 4_000_000_000,
+                },
+                StreamEvent::Done {
+                    stop_reason: StopReason::Length,
+                },
+            ] {
+                assert_eq!(
+                    event.to_json().unwrap(),
+                    serde_json::to_string(&event).unwrap(),
+                    "{event:?}"
+                );
+            }
         }
     }
 }
