@@ -296,17 +296,9 @@ impl sse::Encoder for ChunkEncoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_event as event;
     use super::*;
     use sse::Encoder;
-
-    fn event(kind: EventKind, text: &str, json: Value) -> Event {
-        Event {
-            kind,
-            text: text.into(),
-            json: json.to_string(),
-            raw: String::new(),
-        }
-    }
 
     #[test]
     fn canonical_maps_the_openai_fields() {

@@ -534,6 +534,7 @@ impl sse::Encoder for MessageEncoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_event as event;
     use super::*;
     use sse::Encoder;
 
@@ -611,15 +612,6 @@ mod tests {
         ] {
             let e = canonical(body).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(field), "{}", e.message);
-        }
-    }
-
-    fn event(kind: EventKind, text: &str, json: Value) -> Event {
-        Event {
-            kind,
-            text: text.into(),
-            json: json.to_string(),
-            raw: String::new(),
         }
     }
 

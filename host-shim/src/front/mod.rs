@@ -297,3 +297,18 @@ fn plugin_model_id(model: &str) -> &str {
         .strip_prefix(&format!("{}/", mantle_abi::PROVIDER_ID))
         .unwrap_or(model)
 }
+
+/// A plugin event for the encoders' tests.
+#[cfg(test)]
+fn test_event(
+    kind: mantle_host_shim::EventKind,
+    text: &str,
+    json: Value,
+) -> mantle_host_shim::Event {
+    mantle_host_shim::Event {
+        kind,
+        text: text.into(),
+        json: json.to_string(),
+        raw: String::new(),
+    }
+}

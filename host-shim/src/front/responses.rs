@@ -659,12 +659,7 @@ mod tests {
     fn events_are_numbered_and_items_indexed() {
         let mut enc = ResponseEncoder::new("m".into());
         let mut out = String::new();
-        let ev = |kind, text: &str, json: Value| Event {
-            kind,
-            text: text.into(),
-            json: json.to_string(),
-            raw: String::new(),
-        };
+        let ev = super::super::test_event;
         for e in [
             ev(EventKind::Start, "", json!({"id": "r1"})),
             ev(EventKind::ReasoningDelta, "think", json!({})),
