@@ -169,3 +169,200 @@ impl Decoder for AnthropicDecoder {
         out.push(super::ended_early("message_stop"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::ErrorKind;
+    use serde_json::{json, Value};
+
+    /// Decodes payloads (each sent with its `event:` name, as Anthropic does); stops at the
+    /// first event that ends the stream, like the stream task. Returns the events and whether
+    /// one ended it.
+    fn decode(events: &[Value]) -> (Vec<StreamEvent>, bool) {
+        let mut d = AnthropicDecoder::default();
+        let mut out = Vec::new();
+        for e in events {
+            let ev = SseEvent {
+                event: e["type"].as_str().map(Into::into),
+                data: e.to_string(),
+            };
+            if d.on_event(&ev, &mut out) {
+                return (out, true);
+            }
+        }
+        (out, false)
+    }
+
+    fn delta(index: u64, delta: Value) -> Value {
+        json!({"type": "content_block_delta", "index": index, "delta": delta})
+    }
+
+    #[test]
+    fn a_whole_stream_becomes_the_normalized_events() {
+        let (events, ended) = decode(&[
+            json!({"type": "message_start", "message": {"id": "msg_1", "model": "m",
+                "usage": {"input_tokens": 7, "output_tokens": 1, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            delta(0, json!({"type": "thinking_delta", "thinking": "hmm"})),
+            delta(0, json!({"type": "signature_delta", "signature": "sig"})),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "ping"}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+            delta(1, json!({"type": "text_delta", "text": "Hi \"you\""})),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {}}}),
+            delta(
+                2,
+                json!({"type": "input_json_delta", "partial_json": "{\"a\":"}),
+            ),
+            delta(2, json!({"type": "input_json_delta", "partial_json": "1}"})),
+            json!({"type": "content_block_stop", "index": 2}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5, "input_tokens": 8}}),
+            json!({"type": "message_stop"}),
+        ]);
+        assert!(ended);
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Start {
+                    id: Some("msg_1".into()),
+                    model: Some("m".into())
+                },
+                StreamEvent::ReasoningDelta {
+                    text: "hmm".into(),
+                    signature: None
+                },
+                StreamEvent::ReasoningDelta {
+                    text: String::new(),
+                    signature: Some("sig".into())
+                },
+                StreamEvent::TextDelta {
+                    text: "Hi \"you\"".into()
+                },
+                StreamEvent::ToolCallStart {
+                    index: 2,
+                    id: "toolu_1".into(),
+                    name: "get".into()
+                },
+                StreamEvent::ToolCallDelta {
+                    index: 2,
+                    arguments: "{\"a\":".into()
+                },
+                StreamEvent::ToolCallDelta {
+                    index: 2,
+                    arguments: "1}".into()
+                },
+                StreamEvent::ToolCallEnd { index: 2 },
+                StreamEvent::Usage(Usage {
+                    input: 8,
+                    output: 5,
+                    cache_read: 3,
+                    cache_write: 2,
+                    reasoning: 0
+                }),
+                StreamEvent::Done {
+                    stop_reason: StopReason::ToolUse
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_lenient_reading_of_a_delta_gives_the_same_events() {
+        // A duplicate key is refused by the typed decoder and read through `Value` (last wins).
+        let dup = r#"{"type": "content_block_delta", "index": 3, "index": 4, "delta": {"type": "input_json_delta", "partial_json": "x"}}"#;
+        let mut d = AnthropicDecoder::default();
+        let mut out = Vec::new();
+        let ev = SseEvent {
+            event: Some("content_block_delta".into()),
+            data: dup.into(),
+        };
+        assert!(!d.on_event(&ev, &mut out));
+        // A delta named only by its `event:` line is a delta too.
+        let ev = SseEvent {
+            event: Some("content_block_delta".into()),
+            data: json!({"delta": {"type": "text_delta", "text": "t"}}).to_string(),
+        };
+        assert!(!d.on_event(&ev, &mut out));
+        assert_eq!(
+            out,
+            vec![
+                StreamEvent::ToolCallDelta {
+                    index: 4,
+                    arguments: "x".into()
+                },
+                StreamEvent::TextDelta { text: "t".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn every_stop_reason_maps_as_the_spec_says() {
+        for (upstream, want) in [
+            ("end_turn", StopReason::Stop),
+            ("stop_sequence", StopReason::Stop),
+            ("pause_turn", StopReason::Stop),
+            ("max_tokens", StopReason::Length),
+            ("model_context_window_exceeded", StopReason::Length),
+            ("tool_use", StopReason::ToolUse),
+            ("refusal", StopReason::ContentFilter),
+            ("something_new", StopReason::Other),
+        ] {
+            let (events, _) = decode(&[
+                json!({"type": "message_delta", "delta": {"stop_reason": upstream}}),
+                json!({"type": "message_stop"}),
+            ]);
+            assert_eq!(
+                events.last(),
+                Some(&StreamEvent::Done { stop_reason: want }),
+                "{upstream}"
+            );
+        }
+        let (events, _) = decode(&[json!({"type": "message_stop"})]);
+        assert_eq!(
+            events.last(),
+            Some(&StreamEvent::Done {
+                stop_reason: StopReason::Stop
+            })
+        );
+    }
+
+    #[test]
+    fn an_error_event_ends_the_stream_and_eof_is_an_early_end() {
+        let (events, ended) = decode(&[
+            json!({"type": "message_start", "message": {"id": "m"}}),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            json!({"type": "message_stop"}),
+        ]);
+        assert!(ended);
+        assert_eq!(events.len(), 2, "nothing after the error: {events:?}");
+        match &events[1] {
+            StreamEvent::Error(e) => {
+                assert_eq!(e.kind, ErrorKind::Overloaded);
+                assert!(e.message.contains("Overloaded"), "{e:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut out = Vec::new();
+        AnthropicDecoder::default().on_eof(&mut out);
+        match out.as_slice() {
+            [StreamEvent::Error(e)] => {
+                assert_eq!(e.kind, ErrorKind::Network);
+                assert!(e.message.contains("message_stop"), "{e:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_text_block_stop_is_not_a_tool_call_end() {
+        let (events, ended) = decode(&[
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_stop", "index": 5}),
+        ]);
+        assert!(!ended);
+        assert!(events.is_empty(), "{events:?}");
+    }
+}

@@ -148,6 +148,7 @@ impl Decoder for OpenAiDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn decode(chunks: &[Value]) -> Vec<StreamEvent> {
         let mut d = OpenAiDecoder::default();
@@ -169,6 +170,65 @@ mod tests {
             &mut out,
         );
         out
+    }
+
+    #[test]
+    fn the_end_of_the_body_finishes_after_a_finish_reason_and_fails_before_one() {
+        let mut d = OpenAiDecoder::default();
+        let mut out = Vec::new();
+        let chunk = json!({"choices": [{"delta": {"content": "x"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 2,
+                "prompt_tokens_details": {"cached_tokens": 1},
+                "completion_tokens_details": {"reasoning_tokens": 1}}});
+        d.on_event(
+            &SseEvent {
+                event: None,
+                data: chunk.to_string(),
+            },
+            &mut out,
+        );
+        d.on_eof(&mut out);
+        assert_eq!(
+            out[1..],
+            [
+                StreamEvent::TextDelta { text: "x".into() },
+                StreamEvent::Usage(Usage {
+                    input: 4,
+                    output: 2,
+                    cache_read: 1,
+                    cache_write: 0,
+                    reasoning: 1
+                }),
+                StreamEvent::Done {
+                    stop_reason: StopReason::Length
+                },
+            ]
+        );
+        let mut out = Vec::new();
+        OpenAiDecoder::default().on_eof(&mut out);
+        assert!(
+            matches!(out.as_slice(), [StreamEvent::Error(e)] if e.message.contains("it finished")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn every_finish_reason_maps_as_the_spec_says() {
+        for (upstream, want) in [
+            ("stop", StopReason::Stop),
+            ("length", StopReason::Length),
+            ("tool_calls", StopReason::ToolUse),
+            ("function_call", StopReason::ToolUse),
+            ("content_filter", StopReason::ContentFilter),
+            ("something_new", StopReason::Other),
+        ] {
+            let events = decode(&[json!({"choices": [{"delta": {}, "finish_reason": upstream}]})]);
+            assert_eq!(
+                events.last(),
+                Some(&StreamEvent::Done { stop_reason: want }),
+                "{upstream}"
+            );
+        }
     }
 
     #[test]

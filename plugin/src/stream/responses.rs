@@ -333,4 +333,98 @@ mod tests {
         ]);
         assert!(matches!(cut.last(), Some(StreamEvent::Error(e)) if e.kind == ErrorKind::Network));
     }
+
+    #[test]
+    fn every_incomplete_reason_maps_as_the_spec_says() {
+        for (reason, want) in [
+            (json!("max_output_tokens"), StopReason::Length),
+            (json!("content_filter"), StopReason::ContentFilter),
+            (json!("something_new"), StopReason::Other),
+            (Value::Null, StopReason::Other),
+        ] {
+            let events = decode(&[json!({"type": "response.incomplete",
+                "response": {"incomplete_details": {"reason": reason}}})]);
+            assert_eq!(
+                events.last(),
+                Some(&StreamEvent::Done { stop_reason: want }),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lenient_reading_of_deltas_gives_the_same_events() {
+        // Duplicate keys are refused by the typed decoder and read through `Value` (last wins);
+        // empty deltas are no events on either path.
+        let dup = |kind: &str, a: &str, b: &str| {
+            format!(r#"{{"type": "{kind}", "delta": "{a}", "delta": "{b}"}}"#)
+        };
+        let mut d = ResponsesDecoder::default();
+        let mut out = Vec::new();
+        for data in [
+            dup("response.output_text.delta", "x", "text"),
+            dup("response.reasoning_text.delta", "x", "thought"),
+            dup("response.reasoning_summary_text.delta", "x", "summary"),
+            dup("response.output_text.delta", "x", ""),
+            dup("response.reasoning_text.delta", "x", ""),
+            json!({"type": "response.output_text.delta", "delta": ""}).to_string(),
+            json!({"type": "response.reasoning_text.delta", "delta": ""}).to_string(),
+        ] {
+            let ev = SseEvent { event: None, data };
+            assert!(!d.on_event(&ev, &mut out));
+        }
+        assert_eq!(
+            out,
+            vec![
+                StreamEvent::Start {
+                    id: None,
+                    model: None
+                },
+                StreamEvent::TextDelta {
+                    text: "text".into()
+                },
+                StreamEvent::ReasoningDelta {
+                    text: "thought".into(),
+                    signature: None
+                },
+                StreamEvent::ReasoningDelta {
+                    text: "summary".into(),
+                    signature: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_call_ends_when_its_arguments_are_done_not_at_completion() {
+        let events = decode(&[
+            json!({"type": "response.created", "response": {"id": "r"}}),
+            json!({"type": "response.output_item.added", "output_index": 0,
+                "item": {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}}),
+            json!({"type": "response.function_call_arguments.done", "output_index": 0, "arguments": "{}"}),
+            json!({"type": "response.output_text.delta", "delta": "after"}),
+            json!({"type": "response.completed", "response": {"id": "r"}}),
+        ]);
+        assert_eq!(
+            events[1..],
+            [
+                StreamEvent::ToolCallStart {
+                    index: 0,
+                    id: "c".into(),
+                    name: "f".into()
+                },
+                StreamEvent::ToolCallDelta {
+                    index: 0,
+                    arguments: "{}".into()
+                },
+                StreamEvent::ToolCallEnd { index: 0 },
+                StreamEvent::TextDelta {
+                    text: "after".into()
+                },
+                StreamEvent::Done {
+                    stop_reason: StopReason::ToolUse
+                },
+            ]
+        );
+    }
 }
