@@ -42,4 +42,32 @@ mod tests {
                 && b.get("reasoning").is_none()
         );
     }
+
+    #[test]
+    fn reasoning_levels_map_to_effort_only_for_reasoning_models() {
+        let reasoning_model = discovered_row("openai.gpt-oss-120b");
+        assert!(reasoning_model.reasoning);
+        for (level, effort) in [
+            ("minimal", Some("low")),
+            ("low", Some("low")),
+            ("medium", Some("medium")),
+            ("high", Some("high")),
+            ("xhigh", Some("high")),
+            ("max", Some("high")),
+            ("off", None),
+        ] {
+            let b = openai_body(&req(json!({"reasoning": level})), &reasoning_model);
+            assert_eq!(b["reasoning_effort"].as_str(), effort, "{level}");
+        }
+        let mut plain = discovered_row("openai.gpt-oss-120b");
+        plain.reasoning = false;
+        let b = openai_body(&req(json!({"reasoning": "high"})), &plain);
+        assert!(b.get("reasoning_effort").is_none(), "{b}");
+        // The caller's own `reasoning_effort` is kept as given.
+        let b = openai_body(
+            &req(json!({"reasoning": "high", "reasoning_effort": "low"})),
+            &reasoning_model,
+        );
+        assert_eq!(b["reasoning_effort"], json!("low"));
+    }
 }

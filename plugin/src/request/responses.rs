@@ -234,4 +234,31 @@ mod tests {
             .get("reasoning")
             .is_none());
     }
+
+    #[test]
+    fn tool_choice_strings_parts_and_system_text_translate() {
+        let r = crate::request::test_support::req(json!({
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": "be "}, {"type": "text", "text": "brief"}]},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]},
+            ],
+            "tool_choice": "required",
+        }));
+        let b = responses_body(&r, &discovered_row("openai.gpt-5.5"));
+        assert_eq!(b["instructions"], json!("be brief"));
+        assert_eq!(b["tool_choice"], json!("required"));
+        let assistant = b["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["role"] == "assistant")
+            .unwrap();
+        // An assistant turn carries text only: images are the user's.
+        assert_eq!(
+            assistant["content"],
+            json!([{"type": "output_text", "text": "look"}])
+        );
+    }
 }
