@@ -173,12 +173,14 @@ impl EventQueue {
 
     /// Pulls the next event, waiting at most `timeout` (zero: do not wait).
     pub fn pull(&self, timeout: Duration) -> Result<Poll, PullBusy> {
-        let mut one = Vec::with_capacity(1);
-        Ok(match self.pull_batch(timeout, 1, &mut one)? {
-            Batch::Events => Poll::Event(one.pop().expect("a batch of one event")),
-            Batch::Pending => Poll::Pending,
-            Batch::Finished => Poll::Finished,
-        })
+        let mut pulled = None;
+        Ok(
+            match self.pull_each(timeout, 1, &mut |e| pulled = Some(e))? {
+                Batch::Events => Poll::Event(pulled.expect("a batch of one event")),
+                Batch::Pending => Poll::Pending,
+                Batch::Finished => Poll::Finished,
+            },
+        )
     }
 
     /// Pulls up to `max` events at once (at least one), waiting at most `timeout` for the
@@ -189,6 +191,16 @@ impl EventQueue {
         timeout: Duration,
         max: usize,
         out: &mut Vec<Emitted>,
+    ) -> Result<Batch, PullBusy> {
+        self.pull_each(timeout, max, &mut |e| out.push(e))
+    }
+
+    /// The pull itself: hands each pulled event to `take`, in order.
+    fn pull_each(
+        &self,
+        timeout: Duration,
+        max: usize,
+        take: &mut dyn FnMut(Emitted),
     ) -> Result<Batch, PullBusy> {
         let max = max.max(1);
         let mut s = self.lock();
@@ -203,7 +215,7 @@ impl EventQueue {
         let batch = loop {
             if let Some(reason) = s.cancelled {
                 s.terminal_delivered = true;
-                out.push(cancelled_event(reason));
+                take(cancelled_event(reason));
                 break Batch::Events;
             }
             if !s.events.is_empty() {
@@ -213,7 +225,7 @@ impl EventQueue {
                     s.bytes -= e.payload_bytes();
                     taken += 1;
                     let terminal = e.event.is_terminal();
-                    out.push(e);
+                    take(e);
                     if terminal {
                         s.terminal_delivered = true;
                         break;
@@ -228,7 +240,7 @@ impl EventQueue {
             if s.producer_done {
                 // Only a crash ends the task without a terminal event.
                 s.terminal_delivered = true;
-                out.push(Emitted {
+                take(Emitted {
                     event: StreamEvent::Error(StreamError::new(
                         ErrorKind::Internal,
                         None,

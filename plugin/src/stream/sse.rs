@@ -71,35 +71,30 @@ impl SseParser {
 
     /// Feeds bytes; appends complete events to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        if self.buf.is_empty() {
+        let (start, i) = if self.buf.is_empty() {
             // Nothing pending: read the lines straight from the chunk and keep only its
             // unfinished last line (a stream between reads holds no copy of what it read).
             let (start, i) = self.lines(bytes, out)?;
-            #[cfg(test)]
-            {
-                self.examined += i - self.scanned.min(i);
-            }
             self.buf.extend_from_slice(&bytes[start..]);
-            self.scanned = i - start;
-            if self.buf.len() > self.max {
-                return Err(SseError::TooLarge(self.max));
+            (start, i)
+        } else {
+            self.buf.extend_from_slice(bytes);
+            // Lines are read in place (no copy per line): the buffer is moved out while they
+            // are.
+            let buf = std::mem::take(&mut self.buf);
+            let scanned = self.lines(&buf, out);
+            self.buf = buf;
+            let (start, i) = scanned?;
+            self.buf.drain(..start);
+            if self.buf.is_empty() {
+                // Drop the capacity a large read left behind.
+                self.buf = Vec::new();
             }
-            return Ok(());
-        }
-        self.buf.extend_from_slice(bytes);
-        // Lines are read in place (no copy per line): the buffer is moved out while they are.
-        let buf = std::mem::take(&mut self.buf);
-        let scanned = self.lines(&buf, out);
-        self.buf = buf;
-        let (start, i) = scanned?;
+            (start, i)
+        };
         #[cfg(test)]
         {
             self.examined += i - self.scanned.min(i);
-        }
-        self.buf.drain(..start);
-        if self.buf.is_empty() {
-            // Drop the capacity a large read left behind.
-            self.buf = Vec::new();
         }
         self.scanned = i - start;
         if self.buf.len() > self.max {

@@ -424,11 +424,7 @@ fn rss_child(reader: &str, count: usize) {
             drop(streams);
         }
         _ => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = runtime(2);
             let client = reqwest::Client::new();
             let url = format!("{}{path}", server.origin());
             let body = request_body(model, &prompt, SURFACES[0].0).to_string();
@@ -450,6 +446,15 @@ fn rss_child(reader: &str, count: usize) {
             drop(held);
         }
     }
+}
+
+/// A runtime for the direct client with `workers` worker threads.
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn raise_fd_limit() {
@@ -608,11 +613,7 @@ fn main() {
                 &[1]
             };
             for &c in levels {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(c)
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let runtime = runtime(c);
                 let client = reqwest::Client::new();
                 // Warm both paths (connections, allocator) before measuring.
                 direct(&runtime, &client, &url, &body, c, true);
@@ -640,11 +641,7 @@ fn main() {
     let provider = plugin
         .create_provider("", &config_for(&local.origin()))
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime(2);
     let client = reqwest::Client::new();
     println!();
     println!("| time to first text, local server | plugin p50 / p99 | direct p50 / p99 | added p50 / p99 |");
