@@ -419,6 +419,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_forced_tool_choice_turns_thinking_off() {
+        let opus = row("anthropic.claude-opus-5");
+        let with = |choice: Value| {
+            let mut extra = json!({"reasoning": "high"});
+            if !choice.is_null() {
+                extra["tool_choice"] = choice;
+            }
+            claude_limits(&req(extra), &opus).1
+        };
+        assert_eq!(with(Value::Null), Thinking::Adaptive("high"));
+        assert_eq!(with(json!("auto")), Thinking::Adaptive("high"));
+        assert_eq!(with(json!("none")), Thinking::Adaptive("high"));
+        assert_eq!(with(json!({"type": "auto"})), Thinking::Adaptive("high"));
+        assert_eq!(with(json!("required")), Thinking::None);
+        assert_eq!(
+            with(json!({"type": "function", "function": {"name": "f"}})),
+            Thinking::None
+        );
+    }
+
     /// One assertion per row of the reasoning table in spec §5.
     #[test]
     fn reasoning_table_rows() {

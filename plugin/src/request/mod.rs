@@ -266,4 +266,40 @@ mod tests {
                 .contains("max_tokens")
         );
     }
+
+    #[test]
+    fn timeouts_must_be_an_object_of_positive_integers() {
+        let with = |timeouts: &str| {
+            CanonicalRequest::parse(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"timeouts":{timeouts}}}"#
+            ))
+        };
+        let r = with(r#"{"first_byte_ms":1,"idle_ms":250}"#).unwrap();
+        assert_eq!(r.first_byte_timeout_ms, Some(1));
+        assert_eq!(r.idle_timeout_ms, Some(250));
+        let r = with("null").unwrap();
+        assert_eq!((r.first_byte_timeout_ms, r.idle_timeout_ms), (None, None));
+        let r = with("{}").unwrap();
+        assert_eq!((r.first_byte_timeout_ms, r.idle_timeout_ms), (None, None));
+        for (bad, field) in [
+            (r#"{"first_byte_ms":0}"#, "timeouts.first_byte_ms"),
+            (r#"{"idle_ms":0}"#, "timeouts.idle_ms"),
+            (r#"{"idle_ms":-5}"#, "timeouts.idle_ms"),
+            (r#"{"first_byte_ms":"fast"}"#, "timeouts.first_byte_ms"),
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(
+                e,
+                format!("field `{field}`: expected a positive integer"),
+                "{bad}"
+            );
+        }
+        for bad in [r#""soon""#, "5", "[1]", "true"] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(
+                e, "field `timeouts`: expected an object {first_byte_ms, idle_ms}",
+                "{bad}"
+            );
+        }
+    }
 }

@@ -566,6 +566,20 @@ mod tests {
     }
 
     #[test]
+    fn scrub_starts_at_the_minimum_token_length() {
+        let at_limit = "k".repeat(MIN_SCRUBBED_TOKEN_LEN);
+        let below = "k".repeat(MIN_SCRUBBED_TOKEN_LEN - 1);
+        assert_eq!(
+            scrub(&format!("key {at_limit}."), &Secret::new(&at_limit)),
+            "key <redacted>."
+        );
+        assert_eq!(
+            scrub(&format!("key {below}."), &Secret::new(&below)),
+            format!("key {below}.")
+        );
+    }
+
+    #[test]
     fn retry_delay_bounds() {
         let max = Duration::from_secs(1);
         assert_eq!(retry_delay(1, None, max), Some(Duration::from_millis(200)));
