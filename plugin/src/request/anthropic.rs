@@ -259,8 +259,11 @@ pub fn anthropic_body(req: &CanonicalRequest, model: &ModelRow) -> Value {
     Value::Object(body)
 }
 
+/// OpenAI content as Anthropic blocks. Empty text is left out: Anthropic refuses an empty
+/// text block, and OpenAI histories often carry `content: ""` beside tool calls.
 fn content_blocks(content: &Value) -> Vec<Value> {
     match content {
+        Value::String(s) if s.is_empty() => Vec::new(),
         Value::String(s) => vec![json!({"type": "text", "text": s})],
         Value::Array(parts) => parts.iter().filter_map(part_block).collect(),
         _ => Vec::new(),
@@ -269,6 +272,7 @@ fn content_blocks(content: &Value) -> Vec<Value> {
 
 fn part_block(part: &Value) -> Option<Value> {
     match part["type"].as_str()? {
+        "text" if part["text"] == "" => None,
         "text" => Some(json!({"type": "text", "text": part["text"]})),
         "image_url" => {
             let url = part["image_url"]["url"]
@@ -643,6 +647,74 @@ mod tests {
     }
 
     #[test]
+    fn sampling_with_thinking_on_keeps_only_what_anthropic_takes() {
+        let row = row("anthropic.claude-opus-4-1");
+        let body = |extra: Value| anthropic_body(&req(extra), &row);
+        // Thinking on: temperature only 1, top_p only from 0.95.
+        let on = |t: f64, p: f64| body(json!({"reasoning": "high", "temperature": t, "top_p": p}));
+        let b = on(1.0, 0.95);
+        assert_eq!(
+            (b["temperature"].clone(), b["top_p"].clone()),
+            (json!(1.0), json!(0.95))
+        );
+        let b = on(0.5, 0.94);
+        assert!(
+            b.get("temperature").is_none() && b.get("top_p").is_none(),
+            "{b}"
+        );
+        // Thinking off: both as given.
+        let b = body(json!({"temperature": 0.5, "top_p": 0.5}));
+        assert_eq!(b.get("thinking"), None);
+        assert_eq!(
+            (b["temperature"].clone(), b["top_p"].clone()),
+            (json!(0.5), json!(0.5))
+        );
+    }
+
+    #[test]
+    fn stop_and_tool_choice_translate_to_anthropic_shapes() {
+        let row = row("anthropic.claude-haiku-4-5");
+        let body = |extra: Value| anthropic_body(&req(extra), &row);
+        assert_eq!(
+            body(json!({"stop": "END"}))["stop_sequences"],
+            json!(["END"])
+        );
+        assert_eq!(body(json!({"stop": 5})).get("stop_sequences"), None);
+        for (choice, expected) in [
+            (json!("auto"), Some(json!({"type": "auto"}))),
+            (json!("required"), Some(json!({"type": "any"}))),
+            (json!("none"), Some(json!({"type": "none"}))),
+            (
+                json!({"type": "function", "function": {"name": "f"}}),
+                Some(json!({"type": "tool", "name": "f"})),
+            ),
+            (json!({"type": "auto"}), None),
+            (json!("sometimes"), None),
+        ] {
+            assert_eq!(
+                body(json!({"tool_choice": choice})).get("tool_choice"),
+                expected.as_ref(),
+                "{choice}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tool_result_after_a_user_text_turn_starts_its_own_turn() {
+        let r = req(json!({"messages": [
+            {"role": "user", "content": "q"},
+            {"role": "tool", "tool_call_id": "t1", "content": "42"},
+        ]}));
+        let messages = anthropic_body(&r, &row("anthropic.claude-haiku-4-5"))["messages"].clone();
+        assert_eq!(messages.as_array().unwrap().len(), 2, "{messages}");
+        assert_eq!(
+            messages[0]["content"],
+            json!([{"type": "text", "text": "q"}])
+        );
+        assert_eq!(messages[1]["content"][0]["type"], "tool_result");
+    }
+
+    #[test]
     fn caller_numbers_saturate_instead_of_overflowing() {
         // Failed before the fix: `base + budget` overflowed (a panic in debug builds).
         let row = row("anthropic.claude-opus-4-1");
@@ -704,7 +776,15 @@ mod tests {
                 {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
             ])
         );
-        // Unsigned thinking is not sent.
+        // Unsigned thinking (no signature, or an empty one) is not sent.
+        let r = turns(
+            json!({"role": "assistant", "content": "", "reasoning_content": "x",
+            "reasoning_signature": "", "tool_calls": tool_call}),
+        );
+        assert_eq!(
+            anthropic_body(&r, &row)["messages"][1]["content"],
+            json!([{"type": "tool_use", "id": "t1", "name": "f", "input": {}}])
+        );
         let r = turns(
             json!({"role": "assistant", "content": "", "reasoning_content": "x",
             "tool_calls": tool_call}),

@@ -89,6 +89,14 @@ mod tests {
     use super::*;
     use crate::errors::ErrorKind;
 
+    struct NoRecovery;
+
+    impl Recover for NoRecovery {
+        fn recover(&self, _: &Refusal, _: &UpstreamRequest) -> Option<UpstreamRequest> {
+            None
+        }
+    }
+
     fn err(status: u16, message: &str) -> StreamError {
         StreamError::new(ErrorKind::BadRequest, Some(status), message)
     }
@@ -125,6 +133,19 @@ mod tests {
             None,
             "only a 400"
         );
+        // Only a plain name is taken as the refused parameter.
+        for (message, name) in [
+            ("Unsupported parameter: 'a.b_c1' here", Some("a.b_c1")),
+            ("Unsupported parameter: '' here", None),
+            ("Unsupported parameter: 'top p' here", None),
+            ("Unsupported parameter: 'top-p' here", None),
+            ("`top p` is deprecated for this model", None),
+            ("unsupported top-p 'x'", None),
+            ("unsupported model version", None),
+        ] {
+            assert_eq!(parameter_name(message).as_deref(), name, "{message}");
+        }
+        assert_eq!(format!("{:?}", Recovery(Arc::new(NoRecovery))), "Recovery");
         assert_eq!(refusal(&err(500, route)), None);
         assert_eq!(
             refusal(&StreamError::new(ErrorKind::Network, None, route)),

@@ -743,6 +743,13 @@ pub fn anthropic_messages(body: &Value) -> Check {
 
 fn content_block(b: &Value, at: &str, role: &str) -> Check {
     let kind = b["type"].as_str().unwrap_or_default();
+    if kind == "text" && b["text"] == "" {
+        // Anthropic's own words for it.
+        return Err(invalid(
+            format!("{at}.text"),
+            "text content blocks must be non-empty",
+        ));
+    }
     let ok = match (kind, role) {
         ("text", _) => b["text"].is_string(),
         ("image", "user") => match b["source"]["type"].as_str() {
@@ -813,6 +820,14 @@ mod tests {
         assert_eq!(
             anthropic_messages(&bad).unwrap_err().param,
             "stream_options"
+        );
+        let mut bad = ok.clone();
+        bad["messages"][0]["content"] = json!([{"type": "text", "text": ""}]);
+        let e = anthropic_messages(&bad).unwrap_err();
+        assert_eq!(e.param, "messages.0.content.0.text");
+        assert_eq!(
+            e.message,
+            "messages.0.content.0.text: text content blocks must be non-empty"
         );
         let mut bad = ok;
         bad.as_object_mut().unwrap().remove("max_tokens");
