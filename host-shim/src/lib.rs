@@ -485,6 +485,31 @@ pub struct Event {
     pub raw: String,
 }
 
+/// An event borrowed from the plugin's buffers (see [`Stream::next_batch_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    /// Kind.
+    pub kind: EventKind,
+    /// Text delta, if any.
+    pub text: &'a str,
+    /// The event as JSON.
+    pub json: &'a str,
+    /// Upstream payload when requested.
+    pub raw: &'a str,
+}
+
+impl EventRef<'_> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> Event {
+        Event {
+            kind: self.kind,
+            text: self.text.to_owned(),
+            json: self.json.to_owned(),
+            raw: self.raw.to_owned(),
+        }
+    }
+}
+
 /// The error of a pull after the terminal event.
 fn finished_error() -> FfiError {
     FfiError::new(
@@ -500,6 +525,16 @@ impl Event {
             text: e.text.into_string(),
             json: e.json.into_string(),
             raw: e.raw.into_string(),
+        }
+    }
+
+    /// A borrowed view.
+    pub fn view(&self) -> EventRef<'_> {
+        EventRef {
+            kind: self.kind,
+            text: &self.text,
+            json: &self.json,
+            raw: &self.raw,
         }
     }
 
@@ -553,8 +588,26 @@ impl Stream {
     /// terminal event (which is the last of its batch). Against a plugin without the batch
     /// entry point it pulls one event.
     pub fn next_batch(&mut self, timeout: Duration, max: u32) -> Result<Vec<Event>, FfiError> {
+        let mut events = Vec::new();
+        self.next_batch_with(timeout, max, |e| events.push(e.to_owned()))?;
+        Ok(events)
+    }
+
+    /// Like [`Stream::next_batch`], without copying: hands each event to `each` as views of
+    /// the plugin's own buffers, which are freed when `each` returns (copy what you keep).
+    /// Returns how many events were handed over (0: none arrived in time).
+    pub fn next_batch_with(
+        &mut self,
+        timeout: Duration,
+        max: u32,
+        mut each: impl FnMut(EventRef<'_>),
+    ) -> Result<usize, FfiError> {
         let Some(batch) = self.provider.plugin.module.stream_next_batch() else {
-            return Ok(self.next(timeout)?.into_iter().collect());
+            let event = self.next(timeout)?;
+            return Ok(event.map_or(0, |e| {
+                each(e.view());
+                1
+            }));
         };
         if self.finished {
             return Err(finished_error());
@@ -566,13 +619,20 @@ impl Stream {
                 self.finished = true;
                 return Err(finished_error());
             }
-            return Ok(Vec::new());
+            return Ok(0);
         }
-        let events: Vec<Event> = pulled.events.into_iter().map(Event::from_ffi).collect();
-        if events.last().is_some_and(|e| e.kind.is_terminal()) {
+        if pulled.events.last().is_some_and(|e| e.kind.is_terminal()) {
             self.finished = true;
         }
-        Ok(events)
+        for e in pulled.events.iter() {
+            each(EventRef {
+                kind: e.kind,
+                text: &e.text,
+                json: &e.json,
+                raw: &e.raw,
+            });
+        }
+        Ok(pulled.events.len())
     }
 
     /// Pulls events until the terminal one (or `deadline` passes); returns them all.

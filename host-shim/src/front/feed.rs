@@ -70,18 +70,19 @@ pub async fn open(state: &FrontState, request: Value) -> Result<Feed, ApiError> 
                 // The client went away: dropping the stream cancels the upstream request.
                 return;
             }
-            let event = match stream.next(PULL_SLICE) {
-                Ok(Some(event)) => event,
-                Ok(None) => continue,
-                Err(_) => return,
-            };
-            let terminal = event.kind.is_terminal();
-            let delivered = match first_tx.take() {
-                Some(f) => f.send(Ok((version.clone(), event))).is_ok(),
-                None => tx.blocking_send(event).is_ok(),
-            };
-            if !delivered || terminal {
+            // A busy stream's events come in batches: one plugin crossing for many.
+            let Ok(events) = stream.next_batch(PULL_SLICE, CHANNEL_EVENTS as u32) else {
                 return;
+            };
+            for event in events {
+                let terminal = event.kind.is_terminal();
+                let delivered = match first_tx.take() {
+                    Some(f) => f.send(Ok((version.clone(), event))).is_ok(),
+                    None => tx.blocking_send(event).is_ok(),
+                };
+                if !delivered || terminal {
+                    return;
+                }
             }
         }
     });

@@ -6,7 +6,7 @@
 //! - `raw`: reqwest, bytes only (the transport limit);
 //! - `direct`: reqwest + one `serde_json::Value` per `data:` line (what a gateway calling Mantle
 //!   itself would do at least);
-//! - `plugin`: the release cdylib through host-shim, `Stream::next_batch` (up to 256 events per
+//! - `plugin`: the release cdylib through host-shim, `Stream::next_batch_with` (up to 256 events per
 //!   ABI crossing).
 //!
 //! Two upstreams: `memory` (a loopback server that writes a precomputed body at once: memory
@@ -302,20 +302,24 @@ fn through_plugin(provider: &Provider, request: &str, concurrency: usize) -> Run
 
 fn read_plugin(provider: &Provider, request: &str) -> usize {
     let mut stream = provider.stream(request).unwrap();
-    let mut deltas = 0;
-    loop {
-        // Up to 256 events per crossing (ABI 1.2), as a gateway pulling a busy stream would.
-        let events = stream.next_batch(Duration::from_secs(60), 256).unwrap();
-        assert!(!events.is_empty(), "stream stalled");
-        for e in events {
-            match e.kind {
-                EventKind::TextDelta => deltas += 1,
-                EventKind::Done => return deltas,
+    let (mut deltas, mut done) = (0, false);
+    while !done {
+        // Up to 256 events per crossing (ABI 1.2), as a gateway pulling a busy stream would,
+        // read in the plugin's buffers (`next_batch_with`) as a gateway forwarding them would.
+        let handed = stream
+            .next_batch_with(Duration::from_secs(60), 256, |e| match e.kind {
+                EventKind::TextDelta => {
+                    std::hint::black_box(e.text);
+                    deltas += 1;
+                }
+                EventKind::Done => done = true,
                 EventKind::Error => panic!("stream failed: {}", e.json),
                 _ => {}
-            }
-        }
+            })
+            .unwrap();
+        assert!(handed > 0, "stream stalled");
     }
+    deltas
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -539,6 +543,14 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let throughput_only = args.iter().any(|a| a == "--throughput-only");
     let load_only = args.iter().any(|a| a == "--load-only");
+    // `--surface S` / `--upstream U` (memory or local) narrow the events/s table, for profiling.
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let only_surface = value_of("--surface");
+    let only_upstream = value_of("--upstream");
     raise_fd_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plugin_file = common::release_plugin(None);
@@ -597,8 +609,14 @@ fn main() {
         concurrencies.extend([4, 8, 14].into_iter().filter(|c| *c <= cores));
     }
     for (upstream, origin) in [("memory", memory.origin()), ("local", local.origin())] {
+        if only_upstream.as_deref().is_some_and(|u| u != upstream) {
+            continue;
+        }
         let provider = plugin.create_provider("", &config_for(&origin)).unwrap();
         for (surface, model, path) in SURFACES {
+            if only_surface.as_deref().is_some_and(|s| s != surface) {
+                continue;
+            }
             let prompt = if upstream == "memory" {
                 "bench"
             } else {

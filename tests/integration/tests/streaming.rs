@@ -503,6 +503,55 @@ fn cancel_aborts_the_upstream_request_at_once() {
 }
 
 #[test]
+fn batch_pulls_hand_over_every_event_once_owned_or_borrowed() {
+    let server = MockMantle::start(None).unwrap();
+    let provider = provider_for(&server, "k");
+    let text = "z".repeat(3_000);
+    for _ in 0..2 {
+        server.push(
+            Route::ChatCompletions,
+            Reply::sse(mantle_mock_server::openai_text_stream("m", &text, 1)),
+        );
+    }
+    let req = request("openai.gpt-oss-120b", "x").to_string();
+    // Borrowed: views of the plugin's buffers, one callback per event, in order.
+    let mut stream = provider.stream(&req).unwrap();
+    let (mut borrowed, mut borrowed_kinds) = (String::new(), Vec::new());
+    let finished = loop {
+        match stream.next_batch_with(Duration::from_secs(10), 256, |e| {
+            borrowed.push_str(e.text);
+            borrowed_kinds.push((e.kind, e.json.to_string()));
+        }) {
+            Ok(n) => assert!(n > 0 && n <= 256, "{n} events in one batch"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(finished.code, mantle_host_shim::ErrorCode::StreamFinished);
+    assert_eq!(borrowed, text);
+    // Owned: the same events.
+    let mut stream = provider.stream(&req).unwrap();
+    let mut owned = Vec::new();
+    while let Ok(batch) = stream.next_batch(Duration::from_secs(10), 256) {
+        owned.extend(batch);
+    }
+    let owned_kinds: Vec<(EventKind, String)> =
+        owned.iter().map(|e| (e.kind, e.json.clone())).collect();
+    assert_eq!(borrowed_kinds, owned_kinds);
+    let terminals: Vec<usize> = owned
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind.is_terminal())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        terminals,
+        vec![owned.len() - 1],
+        "one terminal event, the last"
+    );
+    assert_eq!(owned.last().unwrap().kind, EventKind::Done);
+}
+
+#[test]
 fn dropping_a_stream_closes_the_upstream_connection() {
     let server = MockMantle::start(None).unwrap();
     let provider = provider_for(&server, "k");
