@@ -14,13 +14,21 @@
 //! Wake-ups cost a system call and a thread switch each, so they are rationed: the task pushes
 //! the events of one upstream read as one batch and wakes the host only when a pull is waiting;
 //! a full queue wakes its task only once the host has drained it to half (then the task refills
-//! it in one batch), never once per event.
+//! it in one batch), never once per event. A pull that finds the queue empty first spins and
+//! yields for a few microseconds ([`Backoff`]) watching a change counter, and sleeps on the
+//! condvar only if nothing came: on a busy stream the next read's events usually arrive within
+//! that window, and neither side then pays a futex wake-up.
 
 use std::{
     collections::VecDeque,
-    sync::{Condvar, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Condvar, Mutex, MutexGuard,
+    },
     time::{Duration, Instant},
 };
+
+use crossbeam_utils::Backoff;
 
 use super::{Emitted, Poll, StreamEvent};
 use crate::errors::{ErrorKind, StreamError};
@@ -88,7 +96,13 @@ pub struct EventQueue {
     state: Mutex<State>,
     readable: Condvar,
     writable: tokio::sync::Notify,
+    /// Bumped (under the lock) whenever a pull would see something new: events pushed, the
+    /// producer done, a cancel. A spinning pull watches it without taking the lock.
+    changes: AtomicU64,
 }
+
+/// Pulls whose timeout is shorter than this do not spin before they sleep.
+const MIN_TIMEOUT_TO_SPIN: Duration = Duration::from_millis(1);
 
 impl Default for EventQueue {
     fn default() -> Self {
@@ -96,6 +110,7 @@ impl Default for EventQueue {
             state: Mutex::new(State::default()),
             readable: Condvar::new(),
             writable: tokio::sync::Notify::new(),
+            changes: AtomicU64::new(0),
         }
     }
 }
@@ -103,6 +118,20 @@ impl Default for EventQueue {
 impl EventQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a change a pull must see (call with the lock held).
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Spins, then yields, until the change counter moves past `seen` or the backoff is
+    /// spent (a few microseconds). Only a hint: the caller looks again under the lock.
+    fn spin_for_change(&self, seen: u64) {
+        let backoff = Backoff::new();
+        while !backoff.is_completed() && self.changes.load(Ordering::Acquire) == seen {
+            backoff.snooze();
+        }
     }
 
     /// Queues an event, waiting while the queue is full. Fails once the stream was cancelled.
@@ -135,7 +164,11 @@ impl EventQueue {
                 if !events.is_empty() {
                     s.push_waiting = true;
                 }
-                let wake = s.pull_waiting && s.events.len() > before;
+                let pushed = s.events.len() > before;
+                if pushed {
+                    self.changed();
+                }
+                let wake = s.pull_waiting && pushed;
                 if wake {
                     s.pull_waiting = false;
                 }
@@ -154,6 +187,7 @@ impl EventQueue {
     /// Marks the producer finished (called when the task ends or is dropped).
     pub fn producer_done(&self) {
         self.lock().producer_done = true;
+        self.changed();
         self.readable.notify_all();
     }
 
@@ -166,6 +200,7 @@ impl EventQueue {
             s.cancelled.get_or_insert(reason);
             s.events.clear();
             s.bytes = 0;
+            self.changed();
         }
         self.readable.notify_all();
         self.writable.notify_waiters();
@@ -212,6 +247,7 @@ impl EventQueue {
         }
         s.pulling = true;
         let deadline = Instant::now().checked_add(timeout);
+        let mut may_spin = timeout >= MIN_TIMEOUT_TO_SPIN;
         let batch = loop {
             if let Some(reason) = s.cancelled {
                 s.terminal_delivered = true;
@@ -256,6 +292,15 @@ impl EventQueue {
                 Some(_) => break Batch::Pending,
                 None => Duration::from_secs(3600), // "forever": re-checked on every wake-up
             };
+            if may_spin {
+                // Once per pull: spin briefly without the lock, then look again.
+                may_spin = false;
+                let seen = self.changes.load(Ordering::Acquire);
+                drop(s);
+                self.spin_for_change(seen);
+                s = self.lock();
+                continue;
+            }
             s.pull_waiting = true;
             s = self
                 .readable
@@ -364,8 +409,55 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_full_by_bytes_wakes_its_task_once_drained_to_half_the_bytes() {
+        let queue = EventQueue::default();
+        let big = |c: char| Emitted {
+            event: StreamEvent::TextDelta {
+                text: c.to_string().repeat(MAX_QUEUED_BYTES / 4),
+            },
+            raw: None,
+        };
+        let mut events: VecDeque<Emitted> = "abcdef".chars().map(big).collect();
+        let per_event = events[0].payload_bytes();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut push = Box::pin(queue.push_all(&mut events));
+        assert!(push.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(queue.queued(), (3, 3 * per_event), "full by bytes");
+        let pull = |expect_woken: usize| {
+            assert!(matches!(queue.pull(Duration::ZERO), Ok(Poll::Event(_))));
+            assert_eq!(counter.0.load(Ordering::SeqCst), expect_woken);
+        };
+        pull(0); // just over half the bytes left: few events, but no wake-up yet
+        pull(1); // a quarter of the bytes: one wake-up
+        drop(push);
+    }
+
+    #[test]
+    fn a_task_that_ends_without_a_terminal_event_ends_the_stream_with_an_internal_error() {
+        let queue = Arc::new(EventQueue::default());
+        let guard = ProducerGuard(queue.clone());
+        let puller = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.pull(Duration::from_secs(30)))
+        };
+        drop(guard);
+        let Ok(Poll::Event(e)) = puller.join().unwrap() else {
+            panic!("an event")
+        };
+        let StreamEvent::Error(error) = e.event else {
+            panic!("an error")
+        };
+        assert_eq!(error.kind, ErrorKind::Internal);
+        assert_eq!(error.message, "stream task ended unexpectedly");
+        assert!(matches!(queue.pull(Duration::ZERO), Ok(Poll::Finished)));
+    }
+
+    #[test]
     fn a_push_wakes_a_waiting_pull_and_nothing_is_lost() {
         let queue = Arc::new(EventQueue::default());
+        let started = Instant::now();
         let puller = {
             let queue = queue.clone();
             std::thread::spawn(move || {
@@ -391,5 +483,11 @@ mod tests {
         });
         let got = puller.join().unwrap();
         assert_eq!(got, (0..600).map(|i| i.to_string()).collect::<Vec<_>>());
+        // Woken by the pushes, not by its 30 s timeout (a wide margin for a loaded machine).
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the pull was not woken: {:?}",
+            started.elapsed()
+        );
     }
 }
