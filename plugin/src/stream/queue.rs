@@ -430,6 +430,11 @@ mod tests {
             assert_eq!(counter.0.load(Ordering::SeqCst), expect_woken);
         };
         pull(0); // just over half the bytes left: few events, but no wake-up yet
+        assert_eq!(
+            queue.queued(),
+            (2, 2 * per_event),
+            "bytes counted down exactly"
+        );
         pull(1); // a quarter of the bytes: one wake-up
         drop(push);
     }
