@@ -244,6 +244,33 @@ fn auth_rejected_and_invalid_bodies_are_outcomes_not_errors() {
 }
 
 #[test]
+fn body_cap_is_exact_4_mib_with_a_content_length() {
+    let server = MockMantle::start(None).unwrap();
+    let clock = ManualClock::at_unix(1_780_000_000);
+    let env = env_with(&[("MANTLE_KEY", "k")]);
+    let p = provider(&server, json!({}), &clock, &env);
+    let prefix = "{\"data\":[{\"id\":\"big\"}],\"pad\":\"";
+    let exact = format!(
+        "{prefix}{}\"}}",
+        "x".repeat(4 * 1024 * 1024 - prefix.len() - 2)
+    );
+    assert_eq!(exact.len(), 4_194_304);
+    // A declared length of exactly 4 MiB: accepted.
+    server.push(Route::Models, Reply::status(200, exact.clone()));
+    assert_eq!(ids(&p.catalog())[0], "big");
+    // One byte more, declared: refused before reading it.
+    clock.advance(Duration::from_secs(3600));
+    server.push(Route::Models, Reply::status(200, format!("{exact} ")));
+    assert_eq!(
+        p.catalog().outcome,
+        Outcome::Ready {
+            source: "stale-cache".into()
+        },
+        "over the cap is a failed discovery"
+    );
+}
+
+#[test]
 fn body_cap_is_exact_4_mib_when_streamed_without_length() {
     let server = MockMantle::start(None).unwrap();
     let clock = ManualClock::at_unix(1_780_000_000);
