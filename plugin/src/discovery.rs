@@ -354,6 +354,37 @@ mod tests {
     }
 
     #[test]
+    fn imported_entries_are_served_and_capped() {
+        let clock = ManualClock::at_unix(1_780_000_000);
+        let old = DiscoveryCache::default();
+        old.store("https://x/v1", "key:a", vec![], clock.now());
+        let new = DiscoveryCache::default();
+        new.import(old.export());
+        assert_eq!(
+            new.fresh("https://x/v1", "key:a", clock.now()),
+            Some(vec![])
+        );
+        assert_eq!(new.export().len(), 1);
+        let many = (0..MAX_CACHE_ENTRIES + 3)
+            .map(|i| {
+                let at = 1_780_000_000 + i as i64;
+                let rows = CachedRows {
+                    rows: vec![],
+                    fetched_at_unix: at,
+                };
+                ("us-east-1".to_string(), format!("key:{i:02}"), rows)
+            })
+            .collect();
+        new.import(many);
+        assert_eq!(
+            new.export().len(),
+            MAX_CACHE_ENTRIES,
+            "capped, oldest first"
+        );
+        assert!(new.last_good("https://x/v1", "key:a").is_none());
+    }
+
+    #[test]
     fn rotated_identities_are_evicted() {
         let clock = ManualClock::at_unix(1_780_000_000);
         let cache = DiscoveryCache::default();
