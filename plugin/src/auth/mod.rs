@@ -116,16 +116,6 @@ pub enum AuthMode {
     SigV4,
 }
 
-impl AuthMode {
-    /// The config value: `api-key` or `aws-sigv4`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::ApiKey => "api-key",
-            AuthMode::SigV4 => "aws-sigv4",
-        }
-    }
-}
-
 /// What authorizes one upstream request. `Debug` never shows a secret.
 #[derive(Clone)]
 pub enum Authorization {
@@ -261,11 +251,6 @@ impl Auth {
             iam: tokio::sync::OnceCell::new(),
             signing: tokio::sync::OnceCell::new(),
         }
-    }
-
-    /// How this provider authorizes requests.
-    pub fn mode(&self) -> AuthMode {
-        self.mode
     }
 
     /// The explicit (non-IAM) token, if any, by the resolution order. Never does I/O. `None`
@@ -440,6 +425,29 @@ mod tests {
             Arc::new(SystemClock),
             None,
         )
+    }
+
+    #[test]
+    fn debug_output_names_the_mode_and_region_but_no_secret() {
+        let a = auth(
+            Some(ApiKeySetting::Literal(Secret::new("sekrit-key"))),
+            env_of(vec![]),
+        );
+        assert_eq!(a.region(), "us-east-1");
+        let shown = format!("{a:?}");
+        assert!(
+            shown.starts_with("Auth { mode: ApiKey, api_key: ")
+                && shown.ends_with("region: \"us-east-1\", .. }"),
+            "{shown}"
+        );
+        assert!(!shown.contains("sekrit"), "{shown}");
+        let bearer = Authorization::Bearer(Secret::new("sekrit-key"));
+        assert_eq!(format!("{bearer:?}"), "Bearer(<redacted>)");
+        let signed = Authorization::SigV4 {
+            credentials: Credentials::new("AKIDEXAMPLE", "sekrit", None, None, "test"),
+            region: "eu-west-1".into(),
+        };
+        assert_eq!(format!("{signed:?}"), "SigV4(eu-west-1)");
     }
 
     #[test]
