@@ -427,6 +427,40 @@ mod tests {
         )
     }
 
+    #[tokio::test]
+    async fn minted_tokens_are_exported_and_adopted_by_another_instance() {
+        let make = |secret: &'static str| {
+            let credentials = Credentials::new("AKIDSAME", secret, None, None, "test");
+            Auth::new(
+                AuthMode::ApiKey,
+                None,
+                "us-east-1",
+                env_of(vec![]),
+                Arc::new(SystemClock),
+                Some(SharedCredentialsProvider::new(credentials)),
+            )
+        };
+        let old = make("secret-one");
+        assert!(old.export_tokens().is_empty(), "nothing minted yet");
+        let minted = old.resolve().await.unwrap();
+        let exported = old.export_tokens();
+        assert_eq!(exported.len(), 1);
+        let adopted = make("secret-two");
+        adopted.import_tokens(exported).await;
+        assert_eq!(
+            adopted.resolve().await.unwrap().token.expose(),
+            minted.token.expose(),
+            "the adopted token is served"
+        );
+        // Without the import, the other secret mints another token.
+        let cold = make("secret-two");
+        cold.import_tokens(Vec::new()).await;
+        assert_ne!(
+            cold.resolve().await.unwrap().token.expose(),
+            minted.token.expose()
+        );
+    }
+
     #[test]
     fn debug_output_names_the_mode_and_region_but_no_secret() {
         let a = auth(
