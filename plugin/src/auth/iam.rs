@@ -506,6 +506,13 @@ mod tests {
         assert_eq!(fresh.identity, "AKIDTWO");
         assert_ne!(fresh.token, first.token);
         assert_eq!(scripted.calls.load(Ordering::SeqCst), 2);
+        // The rotated-away identity keeps its token while it is valid; the current one is last.
+        let ids: Vec<String> = tokens.export().into_iter().map(|t| t.identity).collect();
+        assert_eq!(ids, vec!["AKIDONE".to_string(), "AKIDTWO".to_string()]);
+        assert_eq!(
+            format!("{tokens:?}"),
+            "IamTokens { region: \"us-east-1\", mints: 2, .. }"
+        );
     }
 
     #[tokio::test]
