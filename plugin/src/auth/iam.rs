@@ -465,7 +465,8 @@ mod tests {
         let (tokens, clock, _) = setup(list, 0);
         for _ in 0..5 {
             tokens.token().await.unwrap();
-            clock.advance(Duration::from_secs(7201)); // the token expired: the next call mints
+            // Exactly at expiry the token is expired: the next call mints, and the old one goes.
+            clock.advance(Duration::from_secs(7200));
         }
         tokens.token().await.unwrap();
         let ids: Vec<String> = tokens.export().into_iter().map(|t| t.identity).collect();
