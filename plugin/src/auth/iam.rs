@@ -458,6 +458,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_import_drops_expired_tokens_and_keeps_valid_ones() {
+        let (tokens, clock, _) = setup(vec![], 0);
+        let token = |identity: &str, valid_for: u64| {
+            let now = clock.now();
+            CachedToken {
+                token: Secret::new(format!("token-of-{identity}")),
+                expires_at: now + Duration::from_secs(valid_for),
+                refresh_at: now,
+                identity: identity.into(),
+            }
+        };
+        tokens.import(vec![token("AKIDA", 100), token("AKIDD", 5000)]);
+        clock.advance(Duration::from_secs(200)); // AKIDA's token expired, AKIDD's did not
+        tokens.import(vec![token("AKIDB", 7200), token("AKIDX", 0)]);
+        let mut ids: Vec<String> = tokens.export().into_iter().map(|t| t.identity).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["AKIDB".to_string(), "AKIDD".to_string()]);
+    }
+
+    #[tokio::test]
     async fn rotated_identities_are_evicted_once_expired() {
         let list = (0..5)
             .map(|i| Ok(creds(&format!("AKID{i}"), None)))
