@@ -469,8 +469,9 @@ mod tests {
                 identity: identity.into(),
             }
         };
-        tokens.import(vec![token("AKIDA", 100), token("AKIDD", 5000)]);
-        clock.advance(Duration::from_secs(200)); // AKIDA's token expired, AKIDD's did not
+        tokens.import(vec![token("AKIDA", 200), token("AKIDD", 5000)]);
+        // AKIDA's token expires exactly now (expired), AKIDD's later; AKIDX's arrives expired.
+        clock.advance(Duration::from_secs(200));
         tokens.import(vec![token("AKIDB", 7200), token("AKIDX", 0)]);
         let mut ids: Vec<String> = tokens.export().into_iter().map(|t| t.identity).collect();
         ids.sort();
