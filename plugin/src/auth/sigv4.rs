@@ -252,6 +252,11 @@ mod tests {
         let (signing, clock) = setup(vec![Ok(creds("AKIDA", None)), Ok(creds("AKIDB", None))]);
         block_on(async {
             assert_eq!(signing.get().await.unwrap().access_key_id(), "AKIDA");
+            assert_eq!(
+                format!("{signing:?}"),
+                "SigningCredentials { fetches: 1, .. }",
+                "no key in Debug"
+            );
             clock.advance(Duration::from_secs(3599));
             assert_eq!(signing.get().await.unwrap().access_key_id(), "AKIDA");
             clock.advance(Duration::from_secs(1));
