@@ -14,21 +14,13 @@
 //! Wake-ups cost a system call and a thread switch each, so they are rationed: the task pushes
 //! the events of one upstream read as one batch and wakes the host only when a pull is waiting;
 //! a full queue wakes its task only once the host has drained it to half (then the task refills
-//! it in one batch), never once per event. A pull that finds the queue empty first spins and
-//! yields for a few microseconds ([`Backoff`]) watching a change counter, and sleeps on the
-//! condvar only if nothing came: on a busy stream the next read's events usually arrive within
-//! that window, and neither side then pays a futex wake-up.
+//! it in one batch), never once per event.
 
 use std::{
     collections::VecDeque,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Condvar, Mutex, MutexGuard,
-    },
+    sync::{Condvar, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
-
-use crossbeam_utils::Backoff;
 
 use super::{Emitted, Poll, StreamEvent};
 use crate::errors::{ErrorKind, StreamError};
@@ -96,13 +88,7 @@ pub struct EventQueue {
     state: Mutex<State>,
     readable: Condvar,
     writable: tokio::sync::Notify,
-    /// Bumped (under the lock) whenever a pull would see something new: events pushed, the
-    /// producer done, a cancel. A spinning pull watches it without taking the lock.
-    changes: AtomicU64,
 }
-
-/// Pulls whose timeout is shorter than this do not spin before they sleep.
-const MIN_TIMEOUT_TO_SPIN: Duration = Duration::from_millis(1);
 
 impl Default for EventQueue {
     fn default() -> Self {
@@ -110,7 +96,6 @@ impl Default for EventQueue {
             state: Mutex::new(State::default()),
             readable: Condvar::new(),
             writable: tokio::sync::Notify::new(),
-            changes: AtomicU64::new(0),
         }
     }
 }
@@ -118,20 +103,6 @@ impl Default for EventQueue {
 impl EventQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records a change a pull must see (call with the lock held).
-    fn changed(&self) {
-        self.changes.fetch_add(1, Ordering::Release);
-    }
-
-    /// Spins, then yields, until the change counter moves past `seen` or the backoff is
-    /// spent (a few microseconds). Only a hint: the caller looks again under the lock.
-    fn spin_for_change(&self, seen: u64) {
-        let backoff = Backoff::new();
-        while !backoff.is_completed() && self.changes.load(Ordering::Acquire) == seen {
-            backoff.snooze();
-        }
     }
 
     /// Queues an event, waiting while the queue is full. Fails once the stream was cancelled.
@@ -164,11 +135,7 @@ impl EventQueue {
                 if !events.is_empty() {
                     s.push_waiting = true;
                 }
-                let pushed = s.events.len() > before;
-                if pushed {
-                    self.changed();
-                }
-                let wake = s.pull_waiting && pushed;
+                let wake = s.pull_waiting && s.events.len() > before;
                 if wake {
                     s.pull_waiting = false;
                 }
@@ -187,7 +154,6 @@ impl EventQueue {
     /// Marks the producer finished (called when the task ends or is dropped).
     pub fn producer_done(&self) {
         self.lock().producer_done = true;
-        self.changed();
         self.readable.notify_all();
     }
 
@@ -200,7 +166,6 @@ impl EventQueue {
             s.cancelled.get_or_insert(reason);
             s.events.clear();
             s.bytes = 0;
-            self.changed();
         }
         self.readable.notify_all();
         self.writable.notify_waiters();
@@ -247,7 +212,6 @@ impl EventQueue {
         }
         s.pulling = true;
         let deadline = Instant::now().checked_add(timeout);
-        let mut may_spin = timeout >= MIN_TIMEOUT_TO_SPIN;
         let batch = loop {
             if let Some(reason) = s.cancelled {
                 s.terminal_delivered = true;
@@ -292,15 +256,6 @@ impl EventQueue {
                 Some(_) => break Batch::Pending,
                 None => Duration::from_secs(3600), // "forever": re-checked on every wake-up
             };
-            if may_spin {
-                // Once per pull: spin briefly without the lock, then look again.
-                may_spin = false;
-                let seen = self.changes.load(Ordering::Acquire);
-                drop(s);
-                self.spin_for_change(seen);
-                s = self.lock();
-                continue;
-            }
             s.pull_waiting = true;
             s = self
                 .readable
