@@ -484,8 +484,11 @@ mod tests {
             .map(|i| Ok(creds(&format!("AKID{i}"), None)))
             .collect();
         let (tokens, clock, _) = setup(list, 0);
-        for _ in 0..5 {
+        for i in 0..5 {
             tokens.token().await.unwrap();
+            // The mint at the previous token's exact expiry dropped that token.
+            let ids: Vec<String> = tokens.export().into_iter().map(|t| t.identity).collect();
+            assert_eq!(ids, vec![format!("AKID{i}")]);
             // Exactly at expiry the token is expired: the next call mints, and the old one goes.
             clock.advance(Duration::from_secs(7200));
         }
