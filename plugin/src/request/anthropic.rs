@@ -785,6 +785,15 @@ mod tests {
             anthropic_body(&r, &row)["messages"][1]["content"],
             json!([{"type": "tool_use", "id": "t1", "name": "f", "input": {}}])
         );
+        // An empty text part is left out as well.
+        let r = turns(
+            json!({"role": "assistant", "content": [{"type": "text", "text": ""}],
+            "tool_calls": tool_call}),
+        );
+        assert_eq!(
+            anthropic_body(&r, &row)["messages"][1]["content"],
+            json!([{"type": "tool_use", "id": "t1", "name": "f", "input": {}}])
+        );
         let r = turns(
             json!({"role": "assistant", "content": "", "reasoning_content": "x",
             "tool_calls": tool_call}),
