@@ -1,16 +1,21 @@
 //! The bound on what an unpulled stream holds, against the local server, through the safe core.
+//! The task queues upstream reads as they came (the pull decodes them), so the bound is on
+//! bytes read and not yet pulled.
 
 use std::time::{Duration, Instant};
 
 use mantle_mock_server::{openai_text_stream, MockMantle, Reply, Route};
 use mantle_provider::{
     provider::{Provider, ProviderOptions},
-    stream::{
-        queue::{MAX_QUEUED_BYTES, MAX_QUEUED_EVENTS},
-        Poll, StreamEvent,
-    },
+    stream::{queue::MAX_QUEUED_BYTES, Poll, StreamEvent},
 };
 use serde_json::json;
+
+/// Most bytes the HTTP client (hyper) reads at once: the queue always lets one read in, and
+/// stops the task at the first read that does not fit.
+const MAX_READ: usize = 8192 + 4096 * 100;
+/// What the queue counts per read on top of its bytes.
+const PER_INPUT: usize = 64;
 
 /// Waits until the queue stops growing (the task is blocked on a full queue).
 fn settled(stream: &mantle_provider::stream::StreamHandle) -> (usize, usize) {
@@ -66,24 +71,24 @@ fn an_unpulled_stream_holds_at_most_the_byte_bound_and_loses_nothing() {
             r#"{"model":"openai.gpt-oss-20b","messages":[{"role":"user","content":"x"}]}"#,
         )
         .unwrap();
-    let (events, bytes) = settled(&stream);
-    // Before the fix the bound was 256 events of any size (here 2 MiB and more).
+    let (reads, bytes) = settled(&stream);
+    // Before the hardening issue the bound was 256 events of any size (here 2 MiB and more).
     assert!(bytes <= MAX_QUEUED_BYTES, "{bytes} bytes queued");
-    let per_event = 8192 + 64;
     assert!(
-        bytes > MAX_QUEUED_BYTES - 2 * per_event,
-        "the queue fills up to its bound: {bytes}"
+        bytes + MAX_READ + PER_INPUT > MAX_QUEUED_BYTES,
+        "the queue fills up to one read short of its bound: {bytes}"
     );
-    assert!(events < MAX_QUEUED_EVENTS, "{events} events");
+    assert!(reads > 1, "{reads} reads");
     let (got, terminals) = pull_all(&stream);
     assert_eq!(got.len(), text.len(), "nothing lost");
     assert_eq!(terminals, 1);
 }
 
 #[test]
-fn an_unpulled_stream_of_small_events_holds_at_most_the_event_bound() {
+fn an_unpulled_stream_of_small_events_holds_at_most_the_byte_bound() {
     let server = MockMantle::start(None).unwrap();
-    let text = "z".repeat(5_000);
+    // 40,000 one-character deltas, each its own write: about 4 MiB on the wire.
+    let text = "z".repeat(40_000);
     server.push(
         Route::ChatCompletions,
         Reply::sse(openai_text_stream("m", &text, 1)),
@@ -94,9 +99,14 @@ fn an_unpulled_stream_of_small_events_holds_at_most_the_event_bound() {
             r#"{"model":"openai.gpt-oss-20b","messages":[{"role":"user","content":"x"}]}"#,
         )
         .unwrap();
-    let (events, bytes) = settled(&stream);
-    assert_eq!(events, MAX_QUEUED_EVENTS);
-    assert!(bytes <= MAX_QUEUED_BYTES);
+    let (reads, bytes) = settled(&stream);
+    assert!(bytes <= MAX_QUEUED_BYTES, "{bytes} bytes queued");
+    assert!(
+        bytes + MAX_READ + PER_INPUT > MAX_QUEUED_BYTES,
+        "the queue fills up to one read short of its bound: {bytes}"
+    );
+    // Each read is counted with its overhead, so many small reads cannot pass the bound.
+    assert!(reads * PER_INPUT <= bytes, "{reads} reads");
     let (got, terminals) = pull_all(&stream);
     assert_eq!(got, text, "nothing lost");
     assert_eq!(terminals, 1);

@@ -1,9 +1,9 @@
 //! Streaming requests on both routes, behind one pull handle (spec §5, §6).
 //!
-//! A stream runs as a task on the provider's runtime and pushes normalized events into a
-//! bounded queue ([`queue`]: events and bytes; backpressure: a slow host slows the upstream
-//! read, memory stays bounded).
-//! The host pulls with a timeout. Exactly one terminal event (done or error) is delivered;
+//! A stream runs as a task on the provider's runtime that sends the request and queues each
+//! upstream read into a bounded queue ([`queue`]: bytes; backpressure: a slow host slows the
+//! upstream read, memory stays bounded). The host pulls with a timeout; its pull decodes the
+//! reads into normalized events on the host's own thread ([`body`]). Exactly one terminal event (done or error) is delivered;
 //! after it, pulls report `Finished`. Retries (429, 5xx, failed connects; never a first-byte
 //! timeout, since the request was sent; honouring
 //! `retry-after`, bounded by the caller's maximum delay) happen only before the first event
@@ -11,6 +11,7 @@
 //! the connection at once.
 
 pub mod anthropic;
+pub mod body;
 pub mod events;
 pub mod openai;
 pub mod openai_chunk;
@@ -19,10 +20,10 @@ pub mod recover;
 pub mod responses;
 pub mod sse;
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use queue::{EventQueue, ProducerGuard};
+use queue::{EventQueue, Input, ProducerGuard};
 
 pub use events::{Emitted, StopReason, StreamEvent, Usage};
 pub use queue::{Batch, PullBusy};
@@ -194,7 +195,7 @@ impl StreamHandle {
             .spawn(async move {
                 let _ = guard
                     .0
-                    .push(Emitted {
+                    .push_event(Emitted {
                         event: StreamEvent::Error(error),
                         raw: None,
                     })
@@ -208,7 +209,11 @@ impl StreamHandle {
     /// tokio runtime, so any thread may call it, including a host's own runtime threads.
     /// A second thread pulling while one waits gets [`PullBusy`].
     pub fn next(&self, timeout: Duration) -> Result<Poll, PullBusy> {
-        self.queue.pull(timeout)
+        let poll = self.queue.pull(timeout)?;
+        if matches!(&poll, Poll::Event(e) if e.event.is_terminal()) {
+            self.release_upstream();
+        }
+        Ok(poll)
     }
 
     /// Pulls up to `max` events at once into `out` (see [`EventQueue::pull_batch`]); the same
@@ -219,7 +224,17 @@ impl StreamHandle {
         max: usize,
         out: &mut Vec<Emitted>,
     ) -> Result<Batch, PullBusy> {
-        self.queue.pull_batch(timeout, max, out)
+        let batch = self.queue.pull_batch(timeout, max, out)?;
+        if batch == Batch::Events && out.last().is_some_and(|e| e.event.is_terminal()) {
+            self.release_upstream();
+        }
+        Ok(batch)
+    }
+
+    /// The terminal event was handed out: whatever the upstream still sends is not read (the
+    /// task stops, dropping the response, which closes the connection).
+    fn release_upstream(&self) {
+        self.task.abort();
     }
 
     /// Aborts the upstream request now. The next pull (or the one waiting now) yields a
@@ -431,15 +446,13 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
     req.body = serde_json::Value::Null;
     req.headers = Vec::new();
     req.recovery = None;
-    let mut decoder: Box<dyn Decoder> = match req.route {
-        Route::OpenAi => Box::new(openai::OpenAiDecoder::default()),
-        Route::Anthropic => Box::new(anthropic::AnthropicDecoder::default()),
-        Route::Responses => Box::new(responses::ResponsesDecoder::default()),
-    };
-    let mut parser = sse::SseParser::default();
+    let decoder = body::BodyDecoder::new(req.route, req.include_raw, req.auth.clone());
+    if queue.push(Input::Body(Box::new(decoder))).await.is_err() {
+        return;
+    }
     let mut body = response.bytes_stream();
     loop {
-        let chunk = match tokio::time::timeout(req.timeouts.idle, body.next()).await {
+        let input = match tokio::time::timeout(req.timeouts.idle, body.next()).await {
             Err(_) => {
                 let e = StreamError::new(
                     ErrorKind::Timeout,
@@ -448,7 +461,7 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
                 );
                 return emit_error(queue, &req, e).await;
             }
-            Ok(None) => None,
+            Ok(None) => Input::End,
             Ok(Some(Err(e))) => {
                 let e = StreamError::new(
                     ErrorKind::Network,
@@ -457,71 +470,19 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
                 );
                 return emit_error(queue, &req, e).await;
             }
-            Ok(Some(Ok(bytes))) => Some(bytes),
+            Ok(Some(Ok(bytes))) => Input::Chunk(bytes),
         };
-        // Per read, not per stream: a stream waiting for its next read holds none of them.
-        let mut sse_events = Vec::new();
-        let mut out = Vec::new();
-        let mut batch = VecDeque::new();
-        let parsed = match &chunk {
-            Some(bytes) => parser.feed(bytes, &mut sse_events),
-            None => parser.finish(&mut sse_events),
-        };
-        // Events parsed before a parse error in the same chunk are delivered first. All the
-        // events of one read go to the host as one batch (one wake-up, not one per event).
-        let mut over = false;
-        for ev in sse_events.drain(..) {
-            let done = decoder.on_event(&ev, &mut out);
-            let raw: Option<Arc<str>> = req.include_raw.then(|| Arc::from(ev.data.as_str()));
-            if stage(&req, &mut out, raw, &mut batch) || done {
-                over = true;
-                break;
-            }
-        }
-        if queue.push_all(&mut batch).await.is_err() || over {
-            return;
-        }
-        if let Err(e) = parsed {
-            let e = StreamError::new(ErrorKind::Protocol, None, e.to_string());
-            return emit_error(queue, &req, e).await;
-        }
-        if chunk.is_none() {
-            decoder.on_eof(&mut out);
-            stage(&req, &mut out, None, &mut batch);
-            let _ = queue.push_all(&mut batch).await;
+        let end = matches!(input, Input::End);
+        if queue.push(input).await.is_err() || end {
             return;
         }
     }
-}
-
-/// Moves `out`'s events into `batch` (upstream error text scrubbed of the bearer token on the
-/// way); true once a terminal event was staged (nothing after it is).
-fn stage(
-    req: &UpstreamRequest,
-    out: &mut Vec<StreamEvent>,
-    raw: Option<Arc<str>>,
-    batch: &mut VecDeque<Emitted>,
-) -> bool {
-    for mut event in out.drain(..) {
-        if let StreamEvent::Error(e) = &mut event {
-            e.message = req.auth.scrub(&e.message);
-        }
-        let terminal = event.is_terminal();
-        batch.push_back(Emitted {
-            event,
-            raw: raw.clone(),
-        });
-        if terminal {
-            return true;
-        }
-    }
-    false
 }
 
 async fn emit_error(queue: &EventQueue, req: &UpstreamRequest, mut e: StreamError) {
     e.message = req.auth.scrub(&e.message);
     let _ = queue
-        .push(Emitted {
+        .push_event(Emitted {
             event: StreamEvent::Error(e),
             raw: None,
         })

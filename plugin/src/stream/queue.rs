@@ -1,34 +1,42 @@
 //! The bounded hand-off between a stream's task (async, on the provider's runtime) and the
 //! host's pulls (blocking, on any host thread).
 //!
+//! The task only reads: it queues each upstream read as it came ([`Input::Chunk`]), after the
+//! decoder for the body ([`Input::Body`]). The pull decodes those reads on the host's thread
+//! ([`super::body`]), so an event is made, handed out and freed on one thread, and the task
+//! wakes the host once per read, not per event.
+//!
 //! Host threads wait on a `Condvar`, never on a tokio runtime, so a pull works from a plain
 //! thread and from inside a host's own tokio runtime alike. The task waits on a `Notify` when
-//! the queue is full. The queue is bounded twice: at most [`MAX_QUEUED_EVENTS`] events and at
-//! most [`MAX_QUEUED_BYTES`] bytes of payload (one event is always let in, and one event is at
-//! most the SSE line limit, so an unpulled stream holds at most about 2 MiB).
+//! the queue is full. The queue is bounded by bytes: at most [`MAX_QUEUED_BYTES`] of upstream
+//! reads (one input is always let in, and one read is at most what the HTTP client reads at
+//! once), plus what the pull side holds: the parser's unfinished line (at most the SSE line
+//! limit) and the events decoded from one read that were not handed out yet. So an unpulled
+//! stream holds at most about 2 MiB.
 //!
 //! The queue also keeps the pull-side rules of the contract: exactly one terminal event, then
 //! `Finished`; a cancel turns the next pull into a `cancelled` terminal event (waking a pull
 //! that is waiting); one pull at a time per stream.
 //!
-//! Wake-ups cost a system call and a thread switch each, so they are rationed: the task pushes
-//! the events of one upstream read as one batch and wakes the host only when a pull is waiting;
-//! a full queue wakes its task only once the host has drained it to half (then the task refills
-//! it in one batch), never once per event.
+//! Wake-ups cost a system call and a thread switch each, so they are rationed: the task wakes
+//! the host only when a pull is waiting; a full queue wakes its task only once the host has
+//! drained it to half (then the task refills it), never once per read.
 
 use std::{
     collections::VecDeque,
-    sync::{Condvar, Mutex, MutexGuard},
+    sync::{Condvar, Mutex, MutexGuard, TryLockError},
     time::{Duration, Instant},
 };
 
-use super::{Emitted, Poll, StreamEvent};
+use super::{body::BodyDecoder, Emitted, Poll, StreamEvent};
 use crate::errors::{ErrorKind, StreamError};
 
-/// Most events buffered between the task and the host.
-pub const MAX_QUEUED_EVENTS: usize = 256;
-/// Most payload bytes buffered between the task and the host (see [`Emitted::payload_bytes`]).
+/// Most bytes of upstream reads (and task-made events) buffered between the task and the
+/// host (see [`Input::queued_bytes`]).
 pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+
+/// Fixed cost counted per queued input on top of its bytes.
+const INPUT_OVERHEAD_BYTES: usize = 64;
 
 /// A second thread tried to pull a stream that another thread is pulling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -50,9 +58,35 @@ pub enum Batch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerGone;
 
+/// What the task hands to the pulling side, in order.
+#[derive(Debug)]
+pub enum Input {
+    /// The decoder for the reads that follow (chosen once the upstream answered: a recovery
+    /// may have changed the route).
+    Body(Box<BodyDecoder>),
+    /// One upstream read, as it came.
+    Chunk(bytes::Bytes),
+    /// The body ended.
+    End,
+    /// An event the task made itself: a refused request, a timeout, a broken connection.
+    Event(Emitted),
+}
+
+impl Input {
+    /// The bytes this input holds, as counted against the queue's bound.
+    pub fn queued_bytes(&self) -> usize {
+        INPUT_OVERHEAD_BYTES
+            + match self {
+                Input::Chunk(bytes) => bytes.len(),
+                Input::Event(e) => e.payload_bytes(),
+                Input::Body(_) | Input::End => 0,
+            }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    events: VecDeque<Emitted>,
+    inputs: VecDeque<Input>,
     bytes: usize,
     /// The task ended (normally, with an error, or aborted).
     producer_done: bool,
@@ -60,8 +94,6 @@ struct State {
     cancelled: Option<&'static str>,
     /// The terminal event was handed to the host.
     terminal_delivered: bool,
-    /// A pull is running.
-    pulling: bool,
     /// A pull waits on `readable`: a push must wake it.
     pull_waiting: bool,
     /// The task waits on `writable` for room.
@@ -69,16 +101,64 @@ struct State {
 }
 
 impl State {
-    /// Whether `size` more payload bytes may be queued now (one event always fits an empty
-    /// queue).
+    /// Whether `size` more bytes may be queued now (one input always fits an empty queue).
     fn fits(&self, size: usize) -> bool {
-        self.events.is_empty()
-            || (self.events.len() < MAX_QUEUED_EVENTS && self.bytes + size <= MAX_QUEUED_BYTES)
+        self.inputs.is_empty() || self.bytes + size <= MAX_QUEUED_BYTES
     }
 
-    /// Drained to half of both bounds: time to wake a waiting task.
+    /// Drained to half the bound: time to wake a waiting task.
     fn below_low_watermark(&self) -> bool {
-        self.events.len() <= MAX_QUEUED_EVENTS / 2 && self.bytes <= MAX_QUEUED_BYTES / 2
+        self.bytes <= MAX_QUEUED_BYTES / 2
+    }
+}
+
+/// The pulling side: decoding state and the events decoded but not handed out yet. Locked for
+/// the whole of a pull (which is what makes a second, concurrent pull [`PullBusy`]).
+#[derive(Debug, Default)]
+struct PullSide {
+    body: Option<Box<BodyDecoder>>,
+    ready: VecDeque<Emitted>,
+    /// A terminal event is in `ready` (or was handed out): later inputs are dropped.
+    over: bool,
+}
+
+impl PullSide {
+    /// Decodes one input into `ready`.
+    fn feed(&mut self, input: Input) {
+        if self.over {
+            return;
+        }
+        self.over = match input {
+            Input::Body(body) => {
+                self.body = Some(body);
+                false
+            }
+            Input::Chunk(bytes) => match self.body.as_mut() {
+                Some(body) => body.feed(&bytes, &mut self.ready),
+                None => self.internal_error("a body arrived before its decoder"),
+            },
+            Input::End => match self.body.as_mut() {
+                Some(body) => body.finish(&mut self.ready),
+                None => self.internal_error("a body ended before its decoder arrived"),
+            },
+            Input::Event(e) => {
+                let terminal = e.event.is_terminal();
+                self.ready.push_back(e);
+                terminal
+            }
+        };
+        if self.over {
+            // The body is done with: its parser's buffers go now, not with the handle.
+            self.body = None;
+        }
+    }
+
+    fn internal_error(&mut self, message: &str) -> bool {
+        self.ready.push_back(Emitted {
+            event: StreamEvent::Error(StreamError::new(ErrorKind::Internal, None, message)),
+            raw: None,
+        });
+        true
     }
 }
 
@@ -88,6 +168,7 @@ pub struct EventQueue {
     state: Mutex<State>,
     readable: Condvar,
     writable: tokio::sync::Notify,
+    pull_side: Mutex<PullSide>,
 }
 
 impl Default for EventQueue {
@@ -96,6 +177,7 @@ impl Default for EventQueue {
             state: Mutex::new(State::default()),
             readable: Condvar::new(),
             writable: tokio::sync::Notify::new(),
+            pull_side: Mutex::new(PullSide::default()),
         }
     }
 }
@@ -105,15 +187,18 @@ impl EventQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an event, waiting while the queue is full. Fails once the stream was cancelled.
-    pub async fn push(&self, event: Emitted) -> Result<(), ConsumerGone> {
-        self.push_all(&mut VecDeque::from([event])).await
+    /// Queues an event the task made (see [`Input::Event`]).
+    pub async fn push_event(&self, event: Emitted) -> Result<(), ConsumerGone> {
+        self.push(Input::Event(event)).await
     }
 
-    /// Queues `events` in order, as many at a time as fit, waking a waiting pull once per
-    /// batch; waits while the queue is full. Fails once the stream was cancelled.
-    pub async fn push_all(&self, events: &mut VecDeque<Emitted>) -> Result<(), ConsumerGone> {
-        while !events.is_empty() {
+    /// Queues `input`, waiting while the queue is full; wakes a waiting pull. Fails once the
+    /// stream was cancelled.
+    pub async fn push(&self, input: Input) -> Result<(), ConsumerGone> {
+        let mut input = Some(input);
+        loop {
+            // Registered before the queue is looked at, so a wake-up between the look and
+            // the wait is not lost.
             let notified = self.writable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -122,33 +207,24 @@ impl EventQueue {
                 if s.cancelled.is_some() {
                     return Err(ConsumerGone);
                 }
-                let before = s.events.len();
-                while let Some(event) = events.pop_front() {
-                    let size = event.payload_bytes();
-                    if !s.fits(size) {
-                        events.push_front(event);
-                        break;
-                    }
+                let size = input.as_ref().map_or(0, Input::queued_bytes);
+                if s.fits(size) {
                     s.bytes += size;
-                    s.events.push_back(event);
-                }
-                if !events.is_empty() {
+                    s.inputs.extend(input.take());
+                    std::mem::take(&mut s.pull_waiting)
+                } else {
                     s.push_waiting = true;
+                    false
                 }
-                let wake = s.pull_waiting && s.events.len() > before;
-                if wake {
-                    s.pull_waiting = false;
-                }
-                wake
             };
             if wake_pull {
                 self.readable.notify_one();
             }
-            if !events.is_empty() {
-                notified.await;
+            if input.is_none() {
+                return Ok(());
             }
+            notified.await;
         }
-        Ok(())
     }
 
     /// Marks the producer finished (called when the task ends or is dropped).
@@ -164,7 +240,7 @@ impl EventQueue {
         {
             let mut s = self.lock();
             s.cancelled.get_or_insert(reason);
-            s.events.clear();
+            s.inputs.clear();
             s.bytes = 0;
         }
         self.readable.notify_all();
@@ -185,7 +261,7 @@ impl EventQueue {
 
     /// Pulls up to `max` events at once (at least one), waiting at most `timeout` for the
     /// first (zero: do not wait). The events go to `out`; a terminal event is always the last
-    /// of its batch. One lock and at most one wake-up of the task per batch.
+    /// of its batch.
     pub fn pull_batch(
         &self,
         timeout: Duration,
@@ -195,7 +271,9 @@ impl EventQueue {
         self.pull_each(timeout, max, &mut |e| out.push(e))
     }
 
-    /// The pull itself: hands each pulled event to `take`, in order.
+    /// The pull itself: decodes queued reads until `max` events are ready or none is queued,
+    /// then hands the ready ones to `take`, in order. Decoding and handing out run outside
+    /// the lock the task pushes under.
     fn pull_each(
         &self,
         timeout: Duration,
@@ -203,57 +281,54 @@ impl EventQueue {
         take: &mut dyn FnMut(Emitted),
     ) -> Result<Batch, PullBusy> {
         let max = max.max(1);
-        let mut s = self.lock();
-        if s.pulling {
-            return Err(PullBusy);
-        }
-        if s.terminal_delivered {
-            return Ok(Batch::Finished);
-        }
-        s.pulling = true;
+        let mut side = match self.pull_side.try_lock() {
+            Ok(side) => side,
+            // A pull that panicked in `take` left nothing half-done: the side is usable.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(PullBusy),
+        };
         let deadline = Instant::now().checked_add(timeout);
-        let batch = loop {
+        let mut s = self.lock();
+        loop {
+            if s.terminal_delivered {
+                return Ok(Batch::Finished);
+            }
             if let Some(reason) = s.cancelled {
                 s.terminal_delivered = true;
+                drop(s);
+                side.ready.clear();
+                side.body = None;
+                side.over = true;
                 take(cancelled_event(reason));
-                break Batch::Events;
+                return Ok(Batch::Events);
             }
-            if !s.events.is_empty() {
-                let mut taken = 0;
-                while taken < max {
-                    let Some(e) = s.events.pop_front() else { break };
-                    s.bytes -= e.payload_bytes();
-                    taken += 1;
-                    let terminal = e.event.is_terminal();
-                    take(e);
-                    if terminal {
-                        s.terminal_delivered = true;
-                        break;
-                    }
-                }
+            if side.ready.len() >= max {
+                break;
+            }
+            if let Some(input) = s.inputs.pop_front() {
+                s.bytes -= input.queued_bytes();
                 if s.push_waiting && s.below_low_watermark() {
                     s.push_waiting = false;
                     self.writable.notify_one();
                 }
-                break Batch::Events;
+                drop(s);
+                side.feed(input);
+                s = self.lock();
+                continue;
+            }
+            if !side.ready.is_empty() {
+                break;
             }
             if s.producer_done {
                 // Only a crash ends the task without a terminal event.
-                s.terminal_delivered = true;
-                take(Emitted {
-                    event: StreamEvent::Error(StreamError::new(
-                        ErrorKind::Internal,
-                        None,
-                        "stream task ended unexpectedly",
-                    )),
-                    raw: None,
-                });
-                break Batch::Events;
+                side.internal_error("stream task ended unexpectedly");
+                side.over = true;
+                break;
             }
             let now = Instant::now();
             let wait = match deadline {
                 Some(d) if d > now => d - now,
-                Some(_) => break Batch::Pending,
+                Some(_) => return Ok(Batch::Pending),
                 None => Duration::from_secs(3600), // "forever": re-checked on every wake-up
             };
             s.pull_waiting = true;
@@ -263,9 +338,23 @@ impl EventQueue {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
             s.pull_waiting = false;
-        };
-        s.pulling = false;
-        Ok(batch)
+        }
+        drop(s);
+        let mut terminal = false;
+        for _ in 0..max {
+            let Some(e) = side.ready.pop_front() else {
+                break;
+            };
+            terminal = e.event.is_terminal();
+            take(e);
+            if terminal {
+                break;
+            }
+        }
+        if terminal {
+            self.lock().terminal_delivered = true;
+        }
+        Ok(Batch::Events)
     }
 
     /// True once the terminal event was delivered.
@@ -273,10 +362,10 @@ impl EventQueue {
         self.lock().terminal_delivered
     }
 
-    /// Events and payload bytes queued now.
+    /// Inputs and bytes queued now (not counting what the pull side holds).
     pub fn queued(&self) -> (usize, usize) {
         let s = self.lock();
-        (s.events.len(), s.bytes)
+        (s.inputs.len(), s.bytes)
     }
 }
 
@@ -300,6 +389,7 @@ impl Drop for ProducerGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{auth::Authorization, secret::Secret, stream::Route};
     use std::{
         future::Future,
         sync::{
@@ -327,71 +417,233 @@ mod tests {
         }
     }
 
+    /// A read of `size` bytes that is one SSE comment line (decodes to nothing).
+    fn comment_chunk(size: usize) -> Input {
+        let mut line = vec![b':'; size - 1];
+        line.push(b'\n');
+        Input::Chunk(line.into())
+    }
+
+    fn body(route: Route) -> Input {
+        Input::Body(Box::new(BodyDecoder::new(
+            route,
+            false,
+            Authorization::Bearer(Secret::new("bedrock-api-key-0123456789")),
+        )))
+    }
+
+    fn chat_delta(text: &str) -> String {
+        format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n")
+    }
+
+    /// Pushes `inputs` in order from a future polled by hand; returns how many were queued
+    /// before the first wait.
+    fn poll_push<'a>(
+        queue: &'a EventQueue,
+        inputs: Vec<Input>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>> {
+        Box::pin(async move {
+            for input in inputs {
+                queue.push(input).await.unwrap();
+            }
+        })
+    }
+
     #[test]
-    fn a_full_queue_wakes_its_task_once_drained_to_half_not_per_event() {
+    fn a_full_queue_wakes_its_task_once_drained_to_half_the_bytes_not_per_read() {
         let queue = EventQueue::default();
-        let mut events: VecDeque<Emitted> = (0..1000).map(text).collect();
+        // Eight reads fill the bound exactly; the ninth waits.
+        let per_read = MAX_QUEUED_BYTES / 8;
+        let size = per_read - INPUT_OVERHEAD_BYTES;
+        assert_eq!(comment_chunk(size).queued_bytes(), per_read);
+        let mut inputs = vec![body(Route::OpenAi)];
+        inputs.extend((0..12).map(|_| comment_chunk(size)));
         let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut push = Box::pin(queue.push_all(&mut events));
+        let mut push = poll_push(&queue, inputs);
         assert!(push.as_mut().poll(&mut cx).is_pending());
+        // The decoder (64 bytes) and seven reads: an eighth would pass the bound by 64.
+        assert_eq!(queue.queued(), (8, INPUT_OVERHEAD_BYTES + 7 * per_read));
+        // A pull decodes every queued read (comments: no event), waking the task once, when
+        // the queue is drained to half, and then reports nothing pending.
+        assert_eq!(queue.pull(Duration::ZERO).unwrap(), Poll::Pending);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one wake-up");
+        assert_eq!(queue.queued(), (0, 0), "bytes counted down exactly");
+        assert!(push.as_mut().poll(&mut cx).is_ready(), "the rest fit");
+        assert_eq!(queue.queued(), (5, 5 * per_read));
+    }
+
+    #[test]
+    fn one_input_always_fits_an_empty_queue() {
+        let queue = EventQueue::default();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut push = poll_push(&queue, vec![comment_chunk(3 * MAX_QUEUED_BYTES)]);
+        assert!(push.as_mut().poll(&mut cx).is_ready());
         assert_eq!(
-            queue.queued().0,
-            MAX_QUEUED_EVENTS,
-            "one batch fills the queue"
+            queue.queued().1,
+            3 * MAX_QUEUED_BYTES + INPUT_OVERHEAD_BYTES
         );
-        let mut next = 0;
-        let mut pull_one = |expect_woken: usize| {
-            let Ok(Poll::Event(e)) = queue.pull(Duration::ZERO) else {
-                panic!("an event")
-            };
-            assert_eq!(e.event.text(), next.to_string(), "in order");
-            next += 1;
-            assert_eq!(counter.0.load(Ordering::SeqCst), expect_woken);
-        };
-        for _ in 0..MAX_QUEUED_EVENTS / 2 - 1 {
-            pull_one(0);
-        }
-        pull_one(1); // drained to half: one wake-up
-        assert!(push.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(queue.queued().0, MAX_QUEUED_EVENTS, "refilled in one batch");
-        drop(push);
-        assert_eq!(
-            events.len(),
-            1000 - MAX_QUEUED_EVENTS - MAX_QUEUED_EVENTS / 2
+        let mut push = poll_push(&queue, vec![comment_chunk(10)]);
+        assert!(
+            push.as_mut().poll(&mut cx).is_pending(),
+            "nothing fits beside it"
         );
     }
 
     #[test]
-    fn a_queue_full_by_bytes_wakes_its_task_once_drained_to_half_the_bytes() {
+    fn reads_are_decoded_by_the_pull_in_order_split_anywhere() {
+        let mut sse = String::new();
+        for i in 0..50 {
+            sse.push_str(&chat_delta(&i.to_string()));
+        }
+        sse.push_str(
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+        );
+        for split in [1, 7, 64, sse.len()] {
+            let queue = EventQueue::default();
+            let mut inputs = vec![body(Route::OpenAi)];
+            inputs.extend(
+                sse.as_bytes()
+                    .chunks(split)
+                    .map(|c| Input::Chunk(bytes::Bytes::copy_from_slice(c))),
+            );
+            inputs.push(Input::End);
+            let waker = Waker::noop();
+            assert!(poll_push(&queue, inputs)
+                .as_mut()
+                .poll(&mut Context::from_waker(waker))
+                .is_ready());
+            let mut out = Vec::new();
+            while queue.pull_batch(Duration::ZERO, 16, &mut out).unwrap() == Batch::Events {}
+            let texts: Vec<&str> = out.iter().map(|e| e.event.text()).collect();
+            // The start event, the deltas, `done`.
+            let mut expected = vec![String::new()];
+            expected.extend((0..50).map(|i| i.to_string()));
+            expected.push(String::new());
+            assert_eq!(texts, expected, "split {split}");
+            assert!(out.last().unwrap().event.is_terminal());
+            assert_eq!(
+                out.iter().filter(|e| e.event.is_terminal()).count(),
+                1,
+                "split {split}"
+            );
+            assert_eq!(queue.pull(Duration::ZERO).unwrap(), Poll::Finished);
+        }
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_max_events_and_the_rest_wait_for_the_next_pull() {
         let queue = EventQueue::default();
-        let big = |c: char| Emitted {
-            event: StreamEvent::TextDelta {
-                text: c.to_string().repeat(MAX_QUEUED_BYTES / 4),
+        let sse: String = (0..10).map(|i| chat_delta(&i.to_string())).collect();
+        let inputs = vec![body(Route::OpenAi), Input::Chunk(sse.into())];
+        let waker = Waker::noop();
+        let _ = poll_push(&queue, inputs)
+            .as_mut()
+            .poll(&mut Context::from_waker(waker));
+        let mut out = Vec::new();
+        assert_eq!(
+            queue.pull_batch(Duration::ZERO, 4, &mut out),
+            Ok(Batch::Events)
+        );
+        assert_eq!(out.len(), 4);
+        assert_eq!(
+            queue.pull_batch(Duration::ZERO, 100, &mut out),
+            Ok(Batch::Events)
+        );
+        assert_eq!(out.len(), 11, "the start event, then the ten deltas");
+        assert_eq!(out[10].event.text(), "9");
+        assert_eq!(queue.pull(Duration::ZERO), Ok(Poll::Pending));
+    }
+
+    #[test]
+    fn a_cancel_drops_decoded_events_not_handed_yet() {
+        let queue = EventQueue::default();
+        let sse: String = (0..3).map(|i| chat_delta(&i.to_string())).collect();
+        let waker = Waker::noop();
+        let _ = poll_push(&queue, vec![body(Route::OpenAi), Input::Chunk(sse.into())])
+            .as_mut()
+            .poll(&mut Context::from_waker(waker));
+        let Ok(Poll::Event(first)) = queue.pull(Duration::ZERO) else {
+            panic!("an event")
+        };
+        assert!(matches!(first.event, StreamEvent::Start { .. }));
+        queue.cancel("stop");
+        assert_eq!(
+            queue.pull(Duration::ZERO),
+            Ok(Poll::Event(cancelled_event("stop")))
+        );
+        assert_eq!(queue.pull(Duration::ZERO), Ok(Poll::Finished));
+    }
+
+    #[test]
+    fn inputs_after_a_terminal_event_are_dropped() {
+        let queue = EventQueue::default();
+        let done = Emitted {
+            event: StreamEvent::Done {
+                stop_reason: crate::stream::StopReason::Stop,
             },
             raw: None,
         };
-        let mut events: VecDeque<Emitted> = "abcdef".chars().map(big).collect();
-        let per_event = events[0].payload_bytes();
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut push = Box::pin(queue.push_all(&mut events));
-        assert!(push.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(queue.queued(), (3, 3 * per_event), "full by bytes");
-        let pull = |expect_woken: usize| {
-            assert!(matches!(queue.pull(Duration::ZERO), Ok(Poll::Event(_))));
-            assert_eq!(counter.0.load(Ordering::SeqCst), expect_woken);
-        };
-        pull(0); // just over half the bytes left: few events, but no wake-up yet
+        let waker = Waker::noop();
+        let inputs = vec![
+            Input::Event(text(1)),
+            Input::Event(done.clone()),
+            Input::Event(text(2)),
+            Input::End,
+        ];
+        let _ = poll_push(&queue, inputs)
+            .as_mut()
+            .poll(&mut Context::from_waker(waker));
+        let mut out = Vec::new();
         assert_eq!(
-            queue.queued(),
-            (2, 2 * per_event),
-            "bytes counted down exactly"
+            queue.pull_batch(Duration::ZERO, 10, &mut out),
+            Ok(Batch::Events)
         );
-        pull(1); // a quarter of the bytes: one wake-up
-        drop(push);
+        assert_eq!(out, [text(1), done]);
+        assert_eq!(
+            queue.pull_batch(Duration::ZERO, 10, &mut out),
+            Ok(Batch::Finished)
+        );
+    }
+
+    #[test]
+    fn a_body_without_its_decoder_is_an_internal_error() {
+        let queue = EventQueue::default();
+        let waker = Waker::noop();
+        let _ = poll_push(&queue, vec![Input::Chunk("data: {}\n\n".into())])
+            .as_mut()
+            .poll(&mut Context::from_waker(waker));
+        let Ok(Poll::Event(e)) = queue.pull(Duration::ZERO) else {
+            panic!("an event")
+        };
+        let StreamEvent::Error(error) = e.event else {
+            panic!("an error")
+        };
+        assert_eq!(error.kind, ErrorKind::Internal);
+        assert_eq!(error.message, "a body arrived before its decoder");
+    }
+
+    #[test]
+    fn a_second_pull_while_one_runs_is_refused() {
+        let queue = Arc::new(EventQueue::default());
+        let waiting = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.pull(Duration::from_secs(30)))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !queue.lock().pull_waiting {
+            assert!(Instant::now() < deadline, "the first pull never waited");
+            std::thread::yield_now();
+        }
+        assert_eq!(queue.pull(Duration::ZERO), Err(PullBusy));
+        queue.cancel("done");
+        assert_eq!(
+            waiting.join().unwrap(),
+            Ok(Poll::Event(cancelled_event("done")))
+        );
     }
 
     #[test]
@@ -436,9 +688,11 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            for start in [0, 300] {
-                let mut batch: VecDeque<Emitted> = (start..start + 300).map(text).collect();
-                queue.push_all(&mut batch).await.unwrap();
+            for i in 0..600 {
+                queue.push_event(text(i)).await.unwrap();
+                if i % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
             }
         });
         let got = puller.join().unwrap();
