@@ -602,8 +602,11 @@ fn main() {
     let local_text = "x".repeat(if quick { 4_000 } else { 20_000 } * 8 - "echo: ".len());
 
     println!();
-    println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct | CPU ns/event direct | CPU ns/event plugin |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    // The direct client gets a runtime with as many workers as streams; so does the plugin
+    // (`runtime.workerThreads`), for the same resources. The plugin with its default (one
+    // worker per core) is measured beside it.
+    println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut concurrencies = vec![1, 2];
     if cores > 2 {
         concurrencies.extend([4, 8, 14].into_iter().filter(|c| *c <= cores));
@@ -612,7 +615,7 @@ fn main() {
         if only_upstream.as_deref().is_some_and(|u| u != upstream) {
             continue;
         }
-        let provider = plugin.create_provider("", &config_for(&origin)).unwrap();
+        let default_workers = plugin.create_provider("", &config_for(&origin)).unwrap();
         for (surface, model, path) in SURFACES {
             if only_surface.as_deref().is_some_and(|s| s != surface) {
                 continue;
@@ -633,20 +636,27 @@ fn main() {
             for &c in levels {
                 let runtime = runtime(c);
                 let client = reqwest::Client::new();
+                let workers = json!({"runtime": {"workerThreads": c}}).to_string();
+                let provider = plugin
+                    .create_provider(&workers, &config_for(&origin))
+                    .unwrap();
                 // Warm both paths (connections, allocator) before measuring.
                 direct(&runtime, &client, &url, &body, c, true);
                 through_plugin(&provider, &request, c);
+                through_plugin(&default_workers, &request, c);
                 let raw = direct(&runtime, &client, &url, &body, c, false);
                 let d = direct(&runtime, &client, &url, &body, c, true);
                 let p = through_plugin(&provider, &request, c);
+                let p_default = through_plugin(&default_workers, &request, c);
                 println!(
-                    "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |",
+                    "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} |",
                     raw.per_second(),
                     d.per_second(),
                     p.per_second(),
                     p.per_second() / d.per_second(),
                     d.cpu_ns_per_event(),
-                    p.cpu_ns_per_event()
+                    p.cpu_ns_per_event(),
+                    p_default.per_second() / d.per_second()
                 );
             }
         }
