@@ -12,7 +12,8 @@
 //! reads (one input is always let in, and one read is at most what the HTTP client reads at
 //! once), plus what the pull side holds: the parser's unfinished line (at most the SSE line
 //! limit) and the events decoded from one read that were not handed out yet. So an unpulled
-//! stream holds at most about 2 MiB.
+//! stream holds at most about 2.5 MiB. A stream waiting for its next read keeps neither
+//! buffer.
 //!
 //! The queue also keeps the pull-side rules of the contract: exactly one terminal event, then
 //! `Finished`; a cancel turns the next pull into a `cancelled` terminal event (waking a pull
@@ -307,6 +308,10 @@ impl EventQueue {
             }
             if let Some(input) = s.inputs.pop_front() {
                 s.bytes -= input.queued_bytes();
+                if s.inputs.is_empty() {
+                    // A stream waiting for its next read keeps no queue buffer.
+                    s.inputs = VecDeque::new();
+                }
                 if s.push_waiting && s.below_low_watermark() {
                     s.push_waiting = false;
                     self.writable.notify_one();
@@ -350,6 +355,10 @@ impl EventQueue {
             if terminal {
                 break;
             }
+        }
+        if side.ready.is_empty() {
+            // Nor a buffer of handed-out events.
+            side.ready = VecDeque::new();
         }
         if terminal {
             self.lock().terminal_delivered = true;
@@ -556,6 +565,41 @@ mod tests {
         assert_eq!(out.len(), 11, "the start event, then the ten deltas");
         assert_eq!(out[10].event.text(), "9");
         assert_eq!(queue.pull(Duration::ZERO), Ok(Poll::Pending));
+    }
+
+    #[test]
+    fn a_stream_waiting_for_its_next_read_keeps_no_buffers() {
+        let queue = EventQueue::default();
+        let sse: String = (0..40).map(|i| chat_delta(&i.to_string())).collect();
+        let waker = Waker::noop();
+        let _ = poll_push(&queue, vec![body(Route::OpenAi), Input::Chunk(sse.into())])
+            .as_mut()
+            .poll(&mut Context::from_waker(waker));
+        assert!(queue.lock().inputs.capacity() > 0);
+        let mut out = Vec::new();
+        assert_eq!(
+            queue.pull_batch(Duration::ZERO, 30, &mut out),
+            Ok(Batch::Events)
+        );
+        assert_eq!(
+            queue.lock().inputs.capacity(),
+            0,
+            "the queue's buffer is freed"
+        );
+        assert!(
+            queue.pull_side.lock().unwrap().ready.capacity() > 0,
+            "11 events wait"
+        );
+        assert_eq!(
+            queue.pull_batch(Duration::ZERO, 30, &mut out),
+            Ok(Batch::Events)
+        );
+        assert_eq!(out.len(), 41);
+        assert_eq!(
+            queue.pull_side.lock().unwrap().ready.capacity(),
+            0,
+            "nor is a buffer of handed-out events kept"
+        );
     }
 
     #[test]

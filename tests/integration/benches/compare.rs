@@ -15,7 +15,7 @@
 //!
 //! `cargo bench -p mantle-integration-tests --bench compare` (add `-- --quick` for a short run,
 //! `-- --throughput-only` for the events/s table alone, `-- --load-only` for load, create and
-//! cut-over alone).
+//! cut-over alone, `-- --rss-only` for the RSS rows alone).
 //! The RSS rows run in child processes of this binary (one per reader and count), so that memory
 //! freed by one phase cannot flatter the next.
 
@@ -543,6 +543,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let throughput_only = args.iter().any(|a| a == "--throughput-only");
     let load_only = args.iter().any(|a| a == "--load-only");
+    let rss_only = args.iter().any(|a| a == "--rss-only");
     // `--surface S` / `--upstream U` (memory or local) narrow the events/s table, for profiling.
     let value_of = |flag: &str| {
         args.iter()
@@ -580,6 +581,9 @@ fn main() {
     creates.sort();
     if load_only {
         return load_table(&loads, &creates, quick);
+    }
+    if rss_only {
+        return rss_table(&plugin_file);
     }
 
     let plugin = Plugin::load(&plugin_file).unwrap();
@@ -698,12 +702,18 @@ fn main() {
         );
     }
 
+    rss_table(&plugin_file);
+    load_table(&loads, &creates, quick);
+}
+
+/// RSS per open stream, plugin against direct, at 1,000 and 5,000 open streams.
+fn rss_table(plugin_file: &Path) {
     println!();
     println!("| open streams | RSS per stream, direct | RSS per stream, plugin | plugin/direct |");
     println!("| --- | --- | --- | --- |");
     for count in [1_000, 5_000] {
-        let d = rss_per_stream(&plugin_file, "direct", count);
-        let p = rss_per_stream(&plugin_file, "plugin", count);
+        let d = rss_per_stream(plugin_file, "direct", count);
+        let p = rss_per_stream(plugin_file, "plugin", count);
         println!(
             "| {count} | {:.1} KiB | {:.1} KiB | {:.2} |",
             d as f64 / 1024.0,
@@ -711,8 +721,6 @@ fn main() {
             p as f64 / d as f64
         );
     }
-
-    load_table(&loads, &creates, quick);
 }
 
 /// Load + create times and the hot-swap cut-over (two tagged release builds).
