@@ -8,6 +8,7 @@
 //! runtime or has thread-local destructors cannot be `dlclose`d safely, so the mapping stays
 //! (its runtimes are shut down when its providers close).
 
+pub mod dir_events;
 pub mod swap;
 
 use std::{
@@ -125,13 +126,29 @@ pub struct Fingerprint {
     pub blake3: [u8; 32],
 }
 
+/// What [`Plugin::load_unless_mapped`] did.
+#[derive(Debug)]
+pub enum Loaded {
+    /// Opened the file as a new version.
+    Opened(Arc<Plugin>),
+    /// The bytes are those of this version, already loaded.
+    Mapped(Arc<Plugin>),
+    /// A new version, not opened (the caller did not allow it).
+    NotOpened,
+}
+
+/// Size of one read while copying and hashing a plugin file.
+const COPY_CHUNK: usize = 1 << 20;
+
 /// Copies `source` to `target` (when given) while fingerprinting it; one read of the file.
+/// (Hashing on a second thread while writing was measured not to help: the copy's writes into
+/// the page cache are the cost.)
 fn copy_and_fingerprint(source: &Path, target: Option<&Path>) -> std::io::Result<Fingerprint> {
     use std::io::{Read, Write};
     let mut input = std::fs::File::open(source)?;
     let mut output = target.map(std::fs::File::create).transpose()?;
     let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; 1 << 20];
+    let mut buffer = vec![0u8; COPY_CHUNK];
     let mut len = 0u64;
     loop {
         let n = input.read(&mut buffer)?;
@@ -177,6 +194,23 @@ fn unique_copy(source: &Path) -> Result<(PathBuf, Fingerprint), LoadError> {
 impl Plugin {
     /// Loads a plugin file: copies it to a unique path, opens it, checks its ABI.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<Plugin>, LoadError> {
+        match Plugin::load_unless_mapped(path, |_| None, true)? {
+            Loaded::Opened(plugin) | Loaded::Mapped(plugin) => Ok(plugin),
+            Loaded::NotOpened => unreachable!("opening was allowed"),
+        }
+    }
+
+    /// Like [`Plugin::load`], but once the file is copied and fingerprinted, asks `mapped`
+    /// whether a version with those exact bytes is loaded already: then the copy is removed and
+    /// that version is returned, without opening anything. When none is and `may_open` is
+    /// false, the copy is removed and nothing is opened. One read of the file in every case
+    /// (the hot-swap watcher uses it, so a new version is read once, not hashed and then
+    /// copied).
+    pub fn load_unless_mapped(
+        path: impl AsRef<Path>,
+        mapped: impl FnOnce(&Fingerprint) -> Option<Arc<Plugin>>,
+        may_open: bool,
+    ) -> Result<Loaded, LoadError> {
         let source = path.as_ref().to_path_buf();
         if !source.is_file() {
             return Err(LoadError::Io {
@@ -185,6 +219,14 @@ impl Plugin {
             });
         }
         let (loaded_from, fingerprint) = unique_copy(&source)?;
+        if let Some(plugin) = mapped(&fingerprint) {
+            let _ = std::fs::remove_file(&loaded_from);
+            return Ok(Loaded::Mapped(plugin));
+        }
+        if !may_open {
+            let _ = std::fs::remove_file(&loaded_from);
+            return Ok(Loaded::NotOpened);
+        }
         // SAFETY: opening a library runs its initialisers. We only open files the operator put
         // in place as provider plugins; the unique copy guarantees a fresh mapping.
         let opened = unsafe { libloading::Library::new(&loaded_from) };
@@ -250,13 +292,13 @@ impl Plugin {
             });
         }
         tracing::info!(path = %source.display(), version = %facts.plugin_version, tag = %facts.build_tag, "loaded provider plugin");
-        Ok(Arc::new(Plugin {
+        Ok(Loaded::Opened(Arc::new(Plugin {
             module,
             facts,
             source,
             loaded_from,
             fingerprint,
-        }))
+        })))
     }
 
     /// What the plugin says about itself.
@@ -690,4 +732,35 @@ pub fn default_plugin_path() -> Option<PathBuf> {
     ]
     .into_iter()
     .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_byte_exact_and_fingerprinted_like_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        // Empty, under one chunk, exactly two chunks, and not a multiple of the chunk.
+        for len in [0, 1000, 2 * COPY_CHUNK, 3 * COPY_CHUNK + 12_345] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let source = dir.path().join(format!("source-{len}"));
+            let target = dir.path().join(format!("copy-{len}"));
+            std::fs::write(&source, &bytes).unwrap();
+            let copied = copy_and_fingerprint(&source, Some(&target)).unwrap();
+            assert_eq!(std::fs::read(&target).unwrap(), bytes, "{len} bytes");
+            assert_eq!(copied, fingerprint(&source).unwrap());
+            assert_eq!(copied.len, len as u64);
+            assert_eq!(copied.blake3, *blake3::hash(&bytes).as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_copy_into_a_missing_directory_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::write(&source, vec![7u8; COPY_CHUNK + 1]).unwrap();
+        let target = dir.path().join("no-such-dir").join("copy");
+        assert!(copy_and_fingerprint(&source, Some(&target)).is_err());
+    }
 }

@@ -10,7 +10,9 @@
 //! - [`HotSwap::rollback`] swaps back to the previous version the same way (the library is
 //!   still mapped, so no new copy is loaded).
 //! - [`PluginDir`] scans a plugins directory: the newest valid file at start, then files that
-//!   appear or change. [`HotSwap::watch`] polls it on a thread and swaps to each new version.
+//!   appear or change. [`HotSwap::watch`] watches it on a thread and swaps to each new
+//!   version: at once for a file renamed into place or closed after writing (OS file events,
+//!   [`crate::dir_events`]), at the next poll for anything else.
 //!
 //! Libraries are never unloaded (a Rust cdylib that ran tokio cannot be `dlclose`d safely), so
 //! each *distinct* file loaded costs one mapping for the life of the process. A file whose bytes
@@ -28,7 +30,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::{FfiError, LoadError, Plugin, PluginFacts, Provider, ProviderWatch};
+use crate::{FfiError, LoadError, Loaded, Plugin, PluginFacts, Provider, ProviderWatch};
 
 /// At most this many distinct plugin files are mapped in one process.
 pub const MAX_LOADED_VERSIONS: usize = 16;
@@ -329,40 +331,56 @@ impl HotSwap {
     /// Loads a file, or returns the already mapped plugin with identical bytes.
     fn load_distinct(&self, path: &Path) -> Result<Arc<Plugin>, SwapError> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        // Hash the file only when a mapped version has the same length (builds usually differ).
-        let len = std::fs::metadata(path).map(|m| m.len()).ok();
-        if loaded.iter().any(|p| Some(p.fingerprint().len) == len) {
-            if let Ok(fingerprint) = crate::fingerprint(path) {
-                if let Some(plugin) = loaded.iter().find(|p| p.fingerprint() == fingerprint) {
-                    return Ok(plugin.clone());
-                }
+        // One read of the file: copied and fingerprinted, then either an already mapped version
+        // with the same bytes, or opened as a new one (while the cap allows).
+        let may_open = loaded.len() < MAX_LOADED_VERSIONS;
+        let found = |fingerprint: &crate::Fingerprint| {
+            loaded
+                .iter()
+                .find(|p| p.fingerprint() == *fingerprint)
+                .cloned()
+        };
+        match Plugin::load_unless_mapped(path, found, may_open)? {
+            Loaded::Mapped(plugin) => Ok(plugin),
+            Loaded::Opened(plugin) => {
+                loaded.push(plugin.clone());
+                Ok(plugin)
             }
-        }
-        if loaded.len() >= MAX_LOADED_VERSIONS {
-            return Err(SwapError::TooManyVersions {
+            Loaded::NotOpened => Err(SwapError::TooManyVersions {
                 path: path.to_path_buf(),
-            });
+            }),
         }
-        let plugin = Plugin::load(path)?;
-        loaded.push(plugin.clone());
-        Ok(plugin)
     }
 
-    /// Polls `dir` every `interval` on a thread and swaps to each new or changed plugin file
-    /// (the newest, when several arrive at once). Refusals are recorded in
-    /// [`HotSwap::events`] and the current version keeps serving. Stops when the returned
-    /// [`Watcher`] is dropped.
+    /// Watches `dir` on a thread and swaps to each new or changed plugin file (the newest,
+    /// when several arrive at once): at once when the OS reports a file renamed into the
+    /// directory or closed after writing, else at the next poll (every `interval`), once the
+    /// file has settled. Refusals are recorded in [`HotSwap::events`] and the current version
+    /// keeps serving. Stops when the returned [`Watcher`] is dropped (at once, unless a swap
+    /// is running: then after it).
     pub fn watch(self: &Arc<Self>, mut dir: PluginDir, interval: Duration) -> Watcher {
+        use crate::dir_events::{DirEvents, Wait};
         let stop = Arc::new(AtomicBool::new(false));
         let swap = Arc::downgrade(self);
         let stop_flag = stop.clone();
+        let events = DirEvents::new(dir.dir());
+        let stopper = events.stopper();
         let thread = std::thread::Builder::new()
             .name("mantle-plugin-watch".into())
             .spawn(move || {
+                let mut next_poll = Instant::now() + interval;
                 while !stop_flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(interval);
+                    let wait = next_poll.saturating_duration_since(Instant::now());
+                    let ready = match events.wait(wait) {
+                        Wait::Completed(paths) => dir.poll_completed(&paths),
+                        Wait::TimedOut => {
+                            next_poll = Instant::now() + interval;
+                            dir.poll_newest(interval)
+                        }
+                        Wait::Stopped => return,
+                    };
                     let Some(swap) = swap.upgrade() else { return };
-                    if let Some(path) = dir.poll_newest(interval) {
+                    if let Some(path) = ready {
                         let _ = swap.swap_to_file(&path);
                     }
                 }
@@ -370,6 +388,7 @@ impl HotSwap {
             .expect("spawn the plugin watcher thread");
         Watcher {
             stop,
+            stopper,
             thread: Some(thread),
         }
     }
@@ -404,12 +423,14 @@ fn hand_over(old: &Provider, new: &Provider) -> Result<serde_json::Value, String
 #[derive(Debug)]
 pub struct Watcher {
     stop: Arc<AtomicBool>,
+    stopper: crate::dir_events::Stopper,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.stopper.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -474,6 +495,23 @@ impl PluginDir {
             self.seen.insert(path.clone(), *stamp);
         }
         files.into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// The newest of `completed` (files the OS reported renamed into place or closed after
+    /// writing: complete, no settling needed) that is a plugin file, new or changed since it was
+    /// last handled. Older ones of the same batch are skipped (marked seen), as in
+    /// [`PluginDir::poll_newest`]; files not in `completed` are left to the next poll.
+    pub fn poll_completed(&mut self, completed: &[PathBuf]) -> Option<PathBuf> {
+        let ready: Vec<(PathBuf, Stamp)> = self
+            .list()
+            .into_iter()
+            .filter(|(path, stamp)| completed.contains(path) && self.seen.get(path) != Some(stamp))
+            .collect();
+        for (path, stamp) in &ready {
+            self.seen.insert(path.clone(), *stamp);
+            self.settling.remove(path);
+        }
+        ready.into_iter().next().map(|(p, _)| p)
     }
 
     /// The newest file that is new or changed since it was last handled and has settled:
@@ -557,6 +595,40 @@ mod tests {
         let b = touch(dir.path(), &so("b"), b"b", Duration::from_secs(20));
         assert_eq!(scanner.poll_newest(settle), Some(b));
         assert_eq!(scanner.poll_newest(settle), None);
+    }
+
+    #[test]
+    fn a_completed_file_is_taken_at_once_and_others_are_left_to_the_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut scanner = PluginDir::new(dir.path());
+        scanner.scan_all();
+        // Just written, so a poll would wait for it to settle; completed, it is taken now.
+        let done = touch(dir.path(), &so("done"), b"v2", Duration::ZERO);
+        let growing = touch(dir.path(), &so("growing"), b"v", Duration::ZERO);
+        let hidden = touch(dir.path(), ".next.so.tmp", b"v", Duration::ZERO);
+        assert_eq!(
+            scanner.poll_completed(&[hidden.clone(), done.clone()]),
+            Some(done.clone())
+        );
+        assert_eq!(
+            scanner.poll_completed(std::slice::from_ref(&done)),
+            None,
+            "handled once"
+        );
+        assert_eq!(
+            scanner.poll_completed(&[hidden]),
+            None,
+            "hidden files are not plugins"
+        );
+        // The file that was not reported complete still settles through the polls.
+        assert_eq!(scanner.poll_newest(Duration::from_secs(5)), None);
+        assert_eq!(scanner.poll_newest(Duration::from_secs(5)), Some(growing));
+        // Completed again after a change in place: taken again.
+        touch(dir.path(), &so("done"), b"v3!", Duration::ZERO);
+        assert_eq!(
+            scanner.poll_completed(std::slice::from_ref(&done)),
+            Some(done)
+        );
     }
 
     #[test]

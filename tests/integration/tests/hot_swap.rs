@@ -378,6 +378,35 @@ fn fifty_swaps_reuse_two_mappings_and_close_every_old_provider() {
 }
 
 #[test]
+fn a_file_renamed_into_place_is_swapped_to_at_once_not_at_the_next_poll() {
+    let (v1, v2) = BUILDS.clone();
+    let _serial = isolate_aws_env();
+    let server = MockMantle::start(Some("k")).unwrap();
+    let config = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
+    let dir = fresh_dir("plugins-events");
+    drop_in(&v1, &dir, "libmantle_provider-v1.so");
+    let (swap, scanner) = HotSwap::from_dir(&dir, "", &config).unwrap();
+    assert_eq!(swap.current_label(), V1);
+    // Polled every ten minutes: only the file event can bring v2 in within the test.
+    let watcher = swap.watch(scanner, Duration::from_secs(600));
+    drop_in(&v2, &dir, "libmantle_provider-v2.so");
+    wait_for("v2 to be swapped in", Duration::from_secs(60), || {
+        swap.current_label() == V2
+    });
+    let run = one_stream(&swap, "after the event".into());
+    assert_eq!(run.text, "echo: after the event");
+    assert_eq!(run.version, V2);
+    // A watcher in a ten-minute wait stops at once.
+    let stopping = Instant::now();
+    drop(watcher);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "the watcher took {:?} to stop",
+        stopping.elapsed()
+    );
+}
+
+#[test]
 fn refused_versions_leave_the_current_one_serving() {
     let (v1, _) = BUILDS.clone();
     // Not for the environment: it keeps this test from running beside the memory measurement.
