@@ -3,12 +3,12 @@
 //! A stream runs as a task on the provider's runtime that sends the request and queues each
 //! upstream read into a bounded queue ([`queue`]: bytes; backpressure: a slow host slows the
 //! upstream read, memory stays bounded). The host pulls with a timeout; its pull decodes the
-//! reads into normalized events on the host's own thread ([`body`]). Exactly one terminal event (done or error) is delivered;
-//! after it, pulls report `Finished`. Retries (429, 5xx, failed connects; never a first-byte
-//! timeout, since the request was sent; honouring
+//! reads into normalized events on the host's own thread ([`body`]). Exactly one terminal
+//! event (done or error) is delivered; after it, pulls report `Finished`. Retries (429, 5xx,
+//! failed connects; never a first-byte timeout, since the request was sent; honouring
 //! `retry-after`, bounded by the caller's maximum delay) happen only before the first event
 //! reaches the caller. Cancel aborts the task, which drops the upstream response and closes
-//! the connection at once.
+//! the connection at once; so does handing out the terminal event.
 
 pub mod anthropic;
 pub mod body;

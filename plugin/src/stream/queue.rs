@@ -458,6 +458,14 @@ mod tests {
         })
     }
 
+    /// Pushes `inputs`, which must all fit now.
+    fn push_now(queue: &EventQueue, inputs: Vec<Input>) {
+        assert!(poll_push(queue, inputs)
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready());
+    }
+
     #[test]
     fn a_full_queue_wakes_its_task_once_drained_to_half_the_bytes_not_per_read() {
         let queue = EventQueue::default();
@@ -520,11 +528,7 @@ mod tests {
                     .map(|c| Input::Chunk(bytes::Bytes::copy_from_slice(c))),
             );
             inputs.push(Input::End);
-            let waker = Waker::noop();
-            assert!(poll_push(&queue, inputs)
-                .as_mut()
-                .poll(&mut Context::from_waker(waker))
-                .is_ready());
+            push_now(&queue, inputs);
             let mut out = Vec::new();
             while queue.pull_batch(Duration::ZERO, 16, &mut out).unwrap() == Batch::Events {}
             let texts: Vec<&str> = out.iter().map(|e| e.event.text()).collect();
@@ -548,10 +552,7 @@ mod tests {
         let queue = EventQueue::default();
         let sse: String = (0..10).map(|i| chat_delta(&i.to_string())).collect();
         let inputs = vec![body(Route::OpenAi), Input::Chunk(sse.into())];
-        let waker = Waker::noop();
-        let _ = poll_push(&queue, inputs)
-            .as_mut()
-            .poll(&mut Context::from_waker(waker));
+        push_now(&queue, inputs);
         let mut out = Vec::new();
         assert_eq!(
             queue.pull_batch(Duration::ZERO, 4, &mut out),
@@ -571,10 +572,7 @@ mod tests {
     fn a_stream_waiting_for_its_next_read_keeps_no_buffers() {
         let queue = EventQueue::default();
         let sse: String = (0..40).map(|i| chat_delta(&i.to_string())).collect();
-        let waker = Waker::noop();
-        let _ = poll_push(&queue, vec![body(Route::OpenAi), Input::Chunk(sse.into())])
-            .as_mut()
-            .poll(&mut Context::from_waker(waker));
+        push_now(&queue, vec![body(Route::OpenAi), Input::Chunk(sse.into())]);
         assert!(queue.lock().inputs.capacity() > 0);
         let mut out = Vec::new();
         assert_eq!(
@@ -606,10 +604,7 @@ mod tests {
     fn a_cancel_drops_decoded_events_not_handed_yet() {
         let queue = EventQueue::default();
         let sse: String = (0..3).map(|i| chat_delta(&i.to_string())).collect();
-        let waker = Waker::noop();
-        let _ = poll_push(&queue, vec![body(Route::OpenAi), Input::Chunk(sse.into())])
-            .as_mut()
-            .poll(&mut Context::from_waker(waker));
+        push_now(&queue, vec![body(Route::OpenAi), Input::Chunk(sse.into())]);
         let Ok(Poll::Event(first)) = queue.pull(Duration::ZERO) else {
             panic!("an event")
         };
@@ -631,16 +626,13 @@ mod tests {
             },
             raw: None,
         };
-        let waker = Waker::noop();
         let inputs = vec![
             Input::Event(text(1)),
             Input::Event(done.clone()),
             Input::Event(text(2)),
             Input::End,
         ];
-        let _ = poll_push(&queue, inputs)
-            .as_mut()
-            .poll(&mut Context::from_waker(waker));
+        push_now(&queue, inputs);
         let mut out = Vec::new();
         assert_eq!(
             queue.pull_batch(Duration::ZERO, 10, &mut out),
@@ -656,10 +648,7 @@ mod tests {
     #[test]
     fn a_body_without_its_decoder_is_an_internal_error() {
         let queue = EventQueue::default();
-        let waker = Waker::noop();
-        let _ = poll_push(&queue, vec![Input::Chunk("data: {}\n\n".into())])
-            .as_mut()
-            .poll(&mut Context::from_waker(waker));
+        push_now(&queue, vec![Input::Chunk("data: {}\n\n".into())]);
         let Ok(Poll::Event(e)) = queue.pull(Duration::ZERO) else {
             panic!("an event")
         };
