@@ -467,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_wakes_its_task_once_drained_to_half_the_bytes_not_per_read() {
+    fn a_pull_decodes_every_queued_read_that_gives_no_event_waking_the_task_once() {
         let queue = EventQueue::default();
         // Eight reads fill the bound exactly; the ninth waits.
         let per_read = MAX_QUEUED_BYTES / 8;
@@ -489,6 +489,49 @@ mod tests {
         assert_eq!(queue.queued(), (0, 0), "bytes counted down exactly");
         assert!(push.as_mut().poll(&mut cx).is_ready(), "the rest fit");
         assert_eq!(queue.queued(), (5, 5 * per_read));
+    }
+
+    /// A read of exactly `bytes` (as counted) that is one chat delta of `x`s.
+    fn delta_chunk(bytes: usize) -> Input {
+        let frame = chat_delta("").len();
+        let chunk =
+            Input::Chunk(chat_delta(&"x".repeat(bytes - INPUT_OVERHEAD_BYTES - frame)).into());
+        assert_eq!(chunk.queued_bytes(), bytes);
+        chunk
+    }
+
+    #[test]
+    fn the_task_is_woken_when_the_pulls_have_drained_half_the_bytes_not_before() {
+        let queue = EventQueue::default();
+        let per_read = MAX_QUEUED_BYTES / 8;
+        let mut inputs = vec![body(Route::OpenAi)];
+        inputs.extend((0..12).map(|_| delta_chunk(per_read)));
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut push = poll_push(&queue, inputs);
+        assert!(push.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(queue.queued(), (8, INPUT_OVERHEAD_BYTES + 7 * per_read));
+        // One event per pull: each pull decodes one read only when nothing decoded is left.
+        let pull = |reads_left: usize, woken: usize| {
+            assert!(matches!(queue.pull(Duration::ZERO), Ok(Poll::Event(_))));
+            assert_eq!(queue.queued(), (reads_left, reads_left * per_read));
+            assert_eq!(
+                counter.0.load(Ordering::SeqCst),
+                woken,
+                "{reads_left} reads left"
+            );
+        };
+        pull(6, 0); // the decoder and the first read: the start event
+        pull(6, 0); // the first read's text
+        pull(5, 0);
+        pull(4, 1); // half the bound left: one wake-up
+        pull(3, 1);
+        assert!(
+            push.as_mut().poll(&mut cx).is_ready(),
+            "the five left fill the bound"
+        );
+        assert_eq!(queue.queued(), (8, 8 * per_read));
     }
 
     #[test]
