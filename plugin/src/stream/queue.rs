@@ -469,19 +469,10 @@ mod tests {
     #[test]
     fn a_pull_decodes_every_queued_read_that_gives_no_event_waking_the_task_once() {
         let queue = EventQueue::default();
-        // Eight reads fill the bound exactly; the ninth waits.
         let per_read = MAX_QUEUED_BYTES / 8;
-        let size = per_read - INPUT_OVERHEAD_BYTES;
-        assert_eq!(comment_chunk(size).queued_bytes(), per_read);
-        let mut inputs = vec![body(Route::OpenAi)];
-        inputs.extend((0..12).map(|_| comment_chunk(size)));
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let (mut push, counter) = fill(&queue, || comment_chunk(per_read - INPUT_OVERHEAD_BYTES));
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut push = poll_push(&queue, inputs);
-        assert!(push.as_mut().poll(&mut cx).is_pending());
-        // The decoder (64 bytes) and seven reads: an eighth would pass the bound by 64.
-        assert_eq!(queue.queued(), (8, INPUT_OVERHEAD_BYTES + 7 * per_read));
         // A pull decodes every queued read (comments: no event), waking the task once, when
         // the queue is drained to half, and then reports nothing pending.
         assert_eq!(queue.pull(Duration::ZERO).unwrap(), Poll::Pending);
@@ -500,18 +491,38 @@ mod tests {
         chunk
     }
 
+    /// Pushes the decoder and twelve reads of `read()` (each an eighth of the bound, as
+    /// counted) from a future polled by hand: seven fit beside the decoder (an eighth would pass
+    /// the bound by the decoder's 64 bytes), so the push waits. Returns it and its wake count.
+    fn fill(
+        queue: &EventQueue,
+        read: impl Fn() -> Input,
+    ) -> (
+        std::pin::Pin<Box<dyn Future<Output = ()> + '_>>,
+        Arc<CountingWaker>,
+    ) {
+        let per_read = MAX_QUEUED_BYTES / 8;
+        let mut inputs = vec![body(Route::OpenAi)];
+        inputs.extend((0..12).map(|_| read()));
+        assert_eq!(inputs[1].queued_bytes(), per_read);
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let mut push = poll_push(queue, inputs);
+        let waker = Waker::from(counter.clone());
+        assert!(push
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        assert_eq!(queue.queued(), (8, INPUT_OVERHEAD_BYTES + 7 * per_read));
+        (push, counter)
+    }
+
     #[test]
     fn the_task_is_woken_when_the_pulls_have_drained_half_the_bytes_not_before() {
         let queue = EventQueue::default();
         let per_read = MAX_QUEUED_BYTES / 8;
-        let mut inputs = vec![body(Route::OpenAi)];
-        inputs.extend((0..12).map(|_| delta_chunk(per_read)));
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let (mut push, counter) = fill(&queue, || delta_chunk(per_read));
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut push = poll_push(&queue, inputs);
-        assert!(push.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(queue.queued(), (8, INPUT_OVERHEAD_BYTES + 7 * per_read));
         // One event per pull: each pull decodes one read only when nothing decoded is left.
         let pull = |reads_left: usize, woken: usize| {
             assert!(matches!(queue.pull(Duration::ZERO), Ok(Poll::Event(_))));
