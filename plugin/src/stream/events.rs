@@ -232,6 +232,14 @@ pub struct Emitted {
 const EVENT_OVERHEAD_BYTES: usize = 64;
 
 impl Emitted {
+    /// A terminal error event with no raw payload (one the plugin made itself).
+    pub fn error(error: StreamError) -> Self {
+        Emitted {
+            event: StreamEvent::Error(error),
+            raw: None,
+        }
+    }
+
     /// The bytes this event holds, as counted against a stream's queue bound: its strings
     /// (a raw payload shared by several events is counted for each) plus a fixed overhead.
     pub fn payload_bytes(&self) -> usize {

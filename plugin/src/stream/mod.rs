@@ -193,13 +193,7 @@ impl StreamHandle {
         let guard = ProducerGuard(queue.clone());
         let task = runtime
             .spawn(async move {
-                let _ = guard
-                    .0
-                    .push_event(Emitted {
-                        event: StreamEvent::Error(error),
-                        raw: None,
-                    })
-                    .await;
+                let _ = guard.0.push_event(Emitted::error(error)).await;
             })
             .abort_handle();
         StreamHandle { queue, task }
@@ -481,12 +475,7 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
 
 async fn emit_error(queue: &EventQueue, req: &UpstreamRequest, mut e: StreamError) {
     e.message = req.auth.scrub(&e.message);
-    let _ = queue
-        .push_event(Emitted {
-            event: StreamEvent::Error(e),
-            raw: None,
-        })
-        .await;
+    let _ = queue.push_event(Emitted::error(e)).await;
 }
 
 /// Tokens shorter than this are not scrubbed: they cannot be told apart from ordinary text

@@ -29,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{body::BodyDecoder, Emitted, Poll, StreamEvent};
+use super::{body::BodyDecoder, Emitted, Poll};
 use crate::errors::{ErrorKind, StreamError};
 
 /// Most bytes of upstream reads (and task-made events) buffered between the task and the
@@ -154,11 +154,13 @@ impl PullSide {
         }
     }
 
+    /// Adds an `internal` error (the terminal event); true, for `over`.
     fn internal_error(&mut self, message: &str) -> bool {
-        self.ready.push_back(Emitted {
-            event: StreamEvent::Error(StreamError::new(ErrorKind::Internal, None, message)),
-            raw: None,
-        });
+        self.ready.push_back(Emitted::error(StreamError::new(
+            ErrorKind::Internal,
+            None,
+            message,
+        )));
         true
     }
 }
@@ -326,8 +328,7 @@ impl EventQueue {
             }
             if s.producer_done {
                 // Only a crash ends the task without a terminal event.
-                side.internal_error("stream task ended unexpectedly");
-                side.over = true;
+                side.over = side.internal_error("stream task ended unexpectedly");
                 break;
             }
             let now = Instant::now();
@@ -380,10 +381,7 @@ impl EventQueue {
 
 /// The terminal event of a cancelled stream.
 pub fn cancelled_event(reason: &str) -> Emitted {
-    Emitted {
-        event: StreamEvent::Error(StreamError::new(ErrorKind::Cancelled, None, reason)),
-        raw: None,
-    }
+    Emitted::error(StreamError::new(ErrorKind::Cancelled, None, reason))
 }
 
 /// Marks the producer done when the task ends, however it ends (an aborted task drops it).
@@ -398,7 +396,11 @@ impl Drop for ProducerGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{auth::Authorization, secret::Secret, stream::Route};
+    use crate::{
+        auth::Authorization,
+        secret::Secret,
+        stream::{Route, StreamEvent},
+    };
     use std::{
         future::Future,
         sync::{
