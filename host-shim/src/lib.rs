@@ -172,9 +172,15 @@ pub fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
     copy_and_fingerprint(path, None)
 }
 
-/// Copies `source` to a unique path in a per-process temp directory; returns it and the
-/// fingerprint of the bytes copied.
-fn unique_copy(source: &Path) -> Result<(PathBuf, Fingerprint), LoadError> {
+/// Checks that `source` is a file, then copies it to a unique path in a per-process temp
+/// directory; returns that path and the fingerprint of the bytes copied.
+fn copy_in(source: &Path) -> Result<(PathBuf, Fingerprint), LoadError> {
+    if !source.is_file() {
+        return Err(LoadError::Io {
+            path: source.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
     let io = |e| LoadError::Io {
         path: source.to_path_buf(),
         source: e,
@@ -194,10 +200,9 @@ fn unique_copy(source: &Path) -> Result<(PathBuf, Fingerprint), LoadError> {
 impl Plugin {
     /// Loads a plugin file: copies it to a unique path, opens it, checks its ABI.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<Plugin>, LoadError> {
-        match Plugin::load_unless_mapped(path, |_| None, true)? {
-            Loaded::Opened(plugin) | Loaded::Mapped(plugin) => Ok(plugin),
-            Loaded::NotOpened => unreachable!("opening was allowed"),
-        }
+        let source = path.as_ref().to_path_buf();
+        let (loaded_from, fingerprint) = copy_in(&source)?;
+        Plugin::open(source, loaded_from, fingerprint)
     }
 
     /// Like [`Plugin::load`], but once the file is copied and fingerprinted, asks `mapped`
@@ -212,13 +217,7 @@ impl Plugin {
         may_open: bool,
     ) -> Result<Loaded, LoadError> {
         let source = path.as_ref().to_path_buf();
-        if !source.is_file() {
-            return Err(LoadError::Io {
-                path: source.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        let (loaded_from, fingerprint) = unique_copy(&source)?;
+        let (loaded_from, fingerprint) = copy_in(&source)?;
         if let Some(plugin) = mapped(&fingerprint) {
             let _ = std::fs::remove_file(&loaded_from);
             return Ok(Loaded::Mapped(plugin));
@@ -227,6 +226,16 @@ impl Plugin {
             let _ = std::fs::remove_file(&loaded_from);
             return Ok(Loaded::NotOpened);
         }
+        Plugin::open(source, loaded_from, fingerprint).map(Loaded::Opened)
+    }
+
+    /// Opens the unique copy `loaded_from` of `source` (whose bytes are `fingerprint`) and
+    /// checks its ABI.
+    fn open(
+        source: PathBuf,
+        loaded_from: PathBuf,
+        fingerprint: Fingerprint,
+    ) -> Result<Arc<Plugin>, LoadError> {
         // SAFETY: opening a library runs its initialisers. We only open files the operator put
         // in place as provider plugins; the unique copy guarantees a fresh mapping.
         let opened = unsafe { libloading::Library::new(&loaded_from) };
@@ -292,13 +301,13 @@ impl Plugin {
             });
         }
         tracing::info!(path = %source.display(), version = %facts.plugin_version, tag = %facts.build_tag, "loaded provider plugin");
-        Ok(Loaded::Opened(Arc::new(Plugin {
+        Ok(Arc::new(Plugin {
             module,
             facts,
             source,
             loaded_from,
             fingerprint,
-        })))
+        }))
     }
 
     /// What the plugin says about itself.
