@@ -507,11 +507,7 @@ impl PluginDir {
             .into_iter()
             .filter(|(path, stamp)| completed.contains(path) && self.seen.get(path) != Some(stamp))
             .collect();
-        for (path, stamp) in &ready {
-            self.seen.insert(path.clone(), *stamp);
-            self.settling.remove(path);
-        }
-        ready.into_iter().next().map(|(p, _)| p)
+        self.take_newest(ready)
     }
 
     /// The newest file that is new or changed since it was last handled and has settled:
@@ -536,8 +532,15 @@ impl PluginDir {
             }
         }
         self.settling = settling;
+        self.take_newest(ready)
+    }
+
+    /// Marks every file of `ready` (newest first) handled with its stamp, and returns the
+    /// newest: the one to load.
+    fn take_newest(&mut self, ready: Vec<(PathBuf, Stamp)>) -> Option<PathBuf> {
         for (path, stamp) in &ready {
             self.seen.insert(path.clone(), *stamp);
+            self.settling.remove(path);
         }
         ready.into_iter().next().map(|(p, _)| p)
     }
