@@ -243,18 +243,24 @@ fn auth_rejected_and_invalid_bodies_are_outcomes_not_errors() {
     }
 }
 
+/// A model list of exactly 4 MiB (the body cap): one model, `big`, and padding.
+fn exactly_4_mib_model_list() -> String {
+    let prefix = "{\"data\":[{\"id\":\"big\"}],\"pad\":\"";
+    let body = format!(
+        "{prefix}{}\"}}",
+        "x".repeat(4 * 1024 * 1024 - prefix.len() - 2)
+    );
+    assert_eq!(body.len(), 4_194_304);
+    body
+}
+
 #[test]
 fn body_cap_is_exact_4_mib_with_a_content_length() {
     let server = MockMantle::start(None).unwrap();
     let clock = ManualClock::at_unix(1_780_000_000);
     let env = env_with(&[("MANTLE_KEY", "k")]);
     let p = provider(&server, json!({}), &clock, &env);
-    let prefix = "{\"data\":[{\"id\":\"big\"}],\"pad\":\"";
-    let exact = format!(
-        "{prefix}{}\"}}",
-        "x".repeat(4 * 1024 * 1024 - prefix.len() - 2)
-    );
-    assert_eq!(exact.len(), 4_194_304);
+    let exact = exactly_4_mib_model_list();
     // A declared length of exactly 4 MiB: accepted.
     server.push(Route::Models, Reply::status(200, exact.clone()));
     assert_eq!(ids(&p.catalog())[0], "big");
@@ -277,12 +283,7 @@ fn body_cap_is_exact_4_mib_when_streamed_without_length() {
     let env = env_with(&[("MANTLE_KEY", "k")]);
     let p = provider(&server, json!({}), &clock, &env);
     // Exactly 4 MiB, chunked (no content-length): accepted.
-    let prefix = b"{\"data\":[{\"id\":\"big\"}],\"pad\":\"".to_vec();
-    let pad = 4 * 1024 * 1024 - prefix.len() - 2;
-    let mut body = prefix.clone();
-    body.extend(std::iter::repeat_n(b'x', pad));
-    body.extend_from_slice(b"\"}");
-    assert_eq!(body.len(), 4_194_304);
+    let body = exactly_4_mib_model_list().into_bytes();
     let steps: Vec<Step> = body
         .chunks(65536)
         .map(|c| Step::Bytes(c.to_vec()))
