@@ -502,8 +502,9 @@ fn drop_in(file: &Path, dir: &Path, name: &str) -> Instant {
 
 /// File dropped into the watched directory -> the first request served by the new version
 /// (the upstream sees each version's build tag in its user-agent). v2 and v1 alternate: the
-/// first sample loads a version never mapped before (copy, hash, `dlopen`), the others swap to
-/// a mapped one (hash, provider create). Returns the samples in order.
+/// first sample loads a version never mapped before (copy and hash in one read, `dlopen`), the
+/// others swap to a mapped one (copy and hash, then the mapping is reused). Each creates a
+/// provider. Returns the samples in order.
 fn cut_over(v1: &Path, v2: &Path, samples: usize) -> Vec<Duration> {
     let server = MockMantle::start(None).unwrap();
     let config = json!({"baseUrl": server.base_url(), "apiKey": "bench"}).to_string();
