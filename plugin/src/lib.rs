@@ -20,6 +20,7 @@ pub mod routes;
 pub mod secret;
 pub mod state;
 pub mod stream;
+mod tls;
 
 /// Human label of the provider.
 pub const PROVIDER_LABEL: &str = "Amazon Bedrock Mantle (OpenAI-compatible)";

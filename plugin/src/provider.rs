@@ -238,7 +238,16 @@ impl Provider {
             .enable_all()
             .build()
             .map_err(|e| CreateError::Startup(format!("runtime: {e}")))?;
+        // The system's CA roots load on a short-lived thread of their own, not here (tls.rs);
+        // only a provider that may speak TLS loads them before its first handshake.
+        let verifier = crate::tls::platform_verifier();
+        if endpoints.may_use_tls() {
+            crate::tls::warm_in_background(&verifier);
+        }
+        let tls = crate::tls::client_config(verifier)
+            .map_err(|e| CreateError::Startup(format!("TLS config: {e}")))?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .user_agent(crate::user_agent())
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))

@@ -88,6 +88,12 @@ impl Endpoints {
         Endpoints { openai_base }
     }
 
+    /// Whether requests may need TLS: every endpoint but a plain `http://` one (a redirect to
+    /// `https` still works then, its roots loaded at that handshake).
+    pub fn may_use_tls(&self) -> bool {
+        !self.openai_base.to_ascii_lowercase().starts_with("http://")
+    }
+
     /// `GET` discovery URL.
     pub fn models_url(&self) -> String {
         format!("{}/models", self.openai_base)
@@ -169,6 +175,14 @@ mod tests {
             e.anthropic_messages_url(),
             "https://bedrock-mantle.eu-west-1.api.aws/anthropic/v1/messages"
         );
+    }
+
+    #[test]
+    fn only_a_plain_http_endpoint_never_needs_tls() {
+        assert!(Endpoints::new(None, "eu-west-1").may_use_tls());
+        assert!(Endpoints::new(Some("https://gateway.internal/mantle"), "eu-west-1").may_use_tls());
+        assert!(!Endpoints::new(Some("http://127.0.0.1:8080"), "eu-west-1").may_use_tls());
+        assert!(!Endpoints::new(Some("HTTP://127.0.0.1:8080/v1"), "eu-west-1").may_use_tls());
     }
 
     #[test]

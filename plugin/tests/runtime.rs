@@ -12,6 +12,18 @@ fn provider_threads() -> usize {
         .count()
 }
 
+/// The provider thread count once it has settled: workers name themselves once running, which
+/// can be after the create returned.
+fn settled_provider_threads(expected: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while provider_threads() != expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // Any extra thread would have had time to appear by now.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    provider_threads()
+}
+
 #[test]
 fn worker_threads_follow_the_plugin_config() {
     let before = provider_threads();
@@ -21,7 +33,7 @@ fn worker_threads_follow_the_plugin_config() {
         ProviderOptions::default(),
     )
     .unwrap();
-    assert_eq!(provider_threads() - before, 5);
+    assert_eq!(settled_provider_threads(before + 5) - before, 5);
     drop(p);
     assert_eq!(provider_threads(), before, "closing joins every worker");
 }
