@@ -11,11 +11,13 @@
 //!
 //! Two upstreams: `memory` (a loopback server that writes a precomputed body at once: memory
 //! speed) and `local` (the local Mantle-compatible server). Every surface: openai-completions,
-//! anthropic-messages, openai-responses.
+//! anthropic-messages, openai-responses. Each events/s row is the median of 5 rounds that
+//! interleave the readers (1 with `--quick`).
 //!
 //! `cargo bench -p mantle-integration-tests --bench compare` (add `-- --quick` for a short run,
 //! `-- --throughput-only` for the events/s table alone, `-- --load-only` for load, create and
-//! cut-over alone, `-- --rss-only` for the RSS rows alone).
+//! cut-over alone, `-- --rss-only` for the RSS rows alone, `-- --plugin FILE` to measure
+//! another build of the plugin).
 //! The RSS rows run in child processes of this binary (one per reader and count), so that memory
 //! freed by one phase cannot flatter the next.
 
@@ -191,6 +193,21 @@ impl Run {
     fn cpu_ns_per_event(&self) -> f64 {
         self.cpu.as_nanos() as f64 / self.events as f64
     }
+}
+
+/// How many interleaved rounds each events/s row measures.
+fn throughput_rounds(quick: bool) -> usize {
+    if quick {
+        1
+    } else {
+        5
+    }
+}
+
+/// The round with the median events/s.
+fn median_run(mut runs: Vec<Run>) -> Run {
+    runs.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    runs.swap_remove(runs.len() / 2)
 }
 
 fn request_body(model: &str, prompt: &str, surface: &str) -> serde_json::Value {
@@ -561,7 +578,10 @@ fn main() {
     let only_upstream = value_of("--upstream");
     raise_fd_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let plugin_file = common::release_plugin(None);
+    // `--plugin FILE` measures another build (an A/B of two versions) instead of this tree's.
+    let plugin_file = value_of("--plugin")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::release_plugin(None));
     println!(
         "machine: {cores} cores; plugin: {} ({} KiB, release)",
         plugin_file.display(),
@@ -655,10 +675,16 @@ fn main() {
                 direct(&runtime, &client, &url, &body, c, true);
                 through_plugin(&provider, &request, c);
                 through_plugin(&default_workers, &request, c);
-                let raw = direct(&runtime, &client, &url, &body, c, false);
-                let d = direct(&runtime, &client, &url, &body, c, true);
-                let p = through_plugin(&provider, &request, c);
-                let p_default = through_plugin(&default_workers, &request, c);
+                // Rounds interleave the readers, so a slow spell of this shared machine falls
+                // on all of them; each column is its median round.
+                let mut rounds: [Vec<Run>; 4] = Default::default();
+                for _ in 0..throughput_rounds(quick) {
+                    rounds[0].push(direct(&runtime, &client, &url, &body, c, false));
+                    rounds[1].push(direct(&runtime, &client, &url, &body, c, true));
+                    rounds[2].push(through_plugin(&provider, &request, c));
+                    rounds[3].push(through_plugin(&default_workers, &request, c));
+                }
+                let [raw, d, p, p_default] = rounds.map(median_run);
                 println!(
                     "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} |",
                     raw.per_second(),
