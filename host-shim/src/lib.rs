@@ -116,14 +116,19 @@ pub fn plugin_file_name() -> String {
     )
 }
 
-/// A plugin file's identity: its length and BLAKE3 hash (a cryptographic hash several times
-/// faster than SHA-256: the file is hashed at every load and hot-swap).
+/// A plugin file's identity: its length and XXH3-128 hash. The file is hashed at every load
+/// and hot-swap, and XXH3 is about ten times faster than BLAKE3 here (0.5-0.9 against
+/// 6.6-7.3 ms for the 11.5 MiB release file, side by side on a busy machine). It need not be cryptographic: it only
+/// tells whether a dropped file's bytes equal a version already mapped, so that mapping is
+/// reused. A collision, which would take deliberate crafting, could only make a new file be
+/// taken for a loaded version (that version is what runs), never get anything loaded; and
+/// whoever can write the plugins directory can run code in the host anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint {
     /// Length in bytes.
     pub len: u64,
-    /// BLAKE3 of the bytes.
-    pub blake3: [u8; 32],
+    /// XXH3-128 of the bytes.
+    pub xxh3: u128,
 }
 
 /// What [`Plugin::load_unless_mapped`] did.
@@ -147,7 +152,7 @@ fn copy_and_fingerprint(source: &Path, target: Option<&Path>) -> std::io::Result
     use std::io::{Read, Write};
     let mut input = std::fs::File::open(source)?;
     let mut output = target.map(std::fs::File::create).transpose()?;
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buffer = vec![0u8; COPY_CHUNK];
     let mut len = 0u64;
     loop {
@@ -163,7 +168,7 @@ fn copy_and_fingerprint(source: &Path, target: Option<&Path>) -> std::io::Result
     }
     Ok(Fingerprint {
         len,
-        blake3: hasher.finalize().into(),
+        xxh3: hasher.digest128(),
     })
 }
 
@@ -325,7 +330,7 @@ impl Plugin {
         &self.loaded_from
     }
 
-    /// Length and BLAKE3 hash of the bytes that were loaded.
+    /// Length and XXH3-128 hash of the bytes that were loaded.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }
@@ -760,7 +765,7 @@ mod tests {
             assert_eq!(std::fs::read(&target).unwrap(), bytes, "{len} bytes");
             assert_eq!(copied, fingerprint(&source).unwrap());
             assert_eq!(copied.len, len as u64);
-            assert_eq!(copied.blake3, *blake3::hash(&bytes).as_bytes());
+            assert_eq!(copied.xxh3, xxhash_rust::xxh3::xxh3_128(&bytes));
         }
     }
 

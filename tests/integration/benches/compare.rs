@@ -768,7 +768,7 @@ fn load_table(loads: &[Duration], creates: &[Duration], quick: bool) {
     println!("| what | median | max |");
     println!("| --- | --- | --- |");
     println!(
-        "| plugin load (copy + BLAKE3 + dlopen + ABI check) | {:.1} ms | {:.1} ms |",
+        "| plugin load (copy + XXH3 + dlopen + ABI check) | {:.1} ms | {:.1} ms |",
         loads[loads.len() / 2].as_secs_f64() * 1e3,
         loads[loads.len() - 1].as_secs_f64() * 1e3
     );
