@@ -6,8 +6,8 @@
 //! Loading and parsing the system's CA bundle is about 3.5 ms (11 ms the first time in a
 //! process), nearly all of a provider create, which a hot swap pays before the new version
 //! serves. Here a create starts the load on a thread of its own and returns; the first TLS
-//! handshake waits for it if it is not done (it always is by the time a handshake has gone one
-//! round trip). A provider whose endpoints are all `http://` never loads them.
+//! handshake waits for it if it is not done (over a real network, connecting and the first
+//! handshake round trip usually take longer than the load). A provider whose endpoints are all `http://` never loads them.
 
 use std::sync::{Arc, OnceLock};
 
