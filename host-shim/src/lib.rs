@@ -118,9 +118,9 @@ pub fn plugin_file_name() -> String {
 
 /// A plugin file's identity: its length and XXH3-128 hash. The file is hashed at every load
 /// and hot-swap, and XXH3 is about ten times faster than BLAKE3 here (0.5-0.9 against
-/// 6.6-7.3 ms for the 11.5 MiB release file, side by side on a busy machine). It need not be cryptographic: it only
-/// tells whether a dropped file's bytes equal a version already mapped, so that mapping is
-/// reused. A collision, which would take deliberate crafting, could only make a new file be
+/// 6.6-7.3 ms for the 11.5 MiB release file, side by side on a busy machine). It need not be
+/// cryptographic: it only tells whether a dropped file's bytes equal a version already mapped,
+/// so that mapping is reused. A collision, which would take deliberate crafting, could only make a new file be
 /// taken for a loaded version (that version is what runs), never get anything loaded; and
 /// whoever can write the plugins directory can run code in the host anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

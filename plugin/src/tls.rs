@@ -7,7 +7,8 @@
 //! process), nearly all of a provider create, which a hot swap pays before the new version
 //! serves. Here a create starts the load on a thread of its own and returns; the first TLS
 //! handshake waits for it if it is not done (over a real network, connecting and the first
-//! handshake round trip usually take longer than the load). A provider whose endpoints are all `http://` never loads them.
+//! handshake round trip usually take longer than the load). A provider whose endpoints are all
+//! `http://` never loads them.
 
 use std::sync::{Arc, OnceLock};
 
@@ -52,17 +53,6 @@ impl LazyVerifier {
             load,
             inner: OnceLock::new(),
         }
-    }
-
-    /// The platform verifier (the system's roots), loaded lazily.
-    pub(crate) fn platform(provider: Arc<CryptoProvider>) -> Self {
-        LazyVerifier::new(
-            provider,
-            Box::new(|provider| {
-                let verifier = rustls_platform_verifier::Verifier::new(provider)?;
-                Ok(Arc::new(verifier) as Arc<dyn ServerCertVerifier>)
-            }),
-        )
     }
 
     /// Loads the inner verifier now if nobody has (concurrent callers wait for one load).
@@ -174,9 +164,16 @@ pub(crate) fn warm_in_background(verifier: &Arc<LazyVerifier>) {
     }
 }
 
-/// A verifier for a new client, against the system's roots, not loaded yet.
+/// A verifier for a new client, against the system's roots (the platform verifier), not
+/// loaded yet.
 pub(crate) fn platform_verifier() -> Arc<LazyVerifier> {
-    Arc::new(LazyVerifier::platform(crypto_provider()))
+    Arc::new(LazyVerifier::new(
+        crypto_provider(),
+        Box::new(|provider| {
+            let verifier = rustls_platform_verifier::Verifier::new(provider)?;
+            Ok(Arc::new(verifier) as Arc<dyn ServerCertVerifier>)
+        }),
+    ))
 }
 
 #[cfg(test)]

@@ -98,17 +98,6 @@ fn tls_front(pki: &TestPki, upstream: SocketAddr) -> (SocketAddr, AcceptedAlpn) 
     (rx.recv().unwrap(), alpn)
 }
 
-fn upstream_addr(server: &MockMantle) -> SocketAddr {
-    let url = server.base_url();
-    let authority = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    authority.parse().unwrap()
-}
-
 fn provider(front: SocketAddr) -> Provider {
     let cfg = json!({"baseUrl": format!("https://localhost:{}", front.port()), "apiKey": "k"});
     Provider::new("", &cfg.to_string(), ProviderOptions::default()).unwrap()
@@ -132,7 +121,7 @@ fn stream_events(p: &Provider) -> Vec<StreamEvent> {
 fn a_stream_over_https_is_checked_against_the_system_roots_and_served() {
     let trusted = &*TRUSTED;
     let server = MockMantle::start(Some("k")).unwrap();
-    let (front, alpn) = tls_front(trusted, upstream_addr(&server));
+    let (front, alpn) = tls_front(trusted, server.addr());
     let p = provider(front);
     let events = stream_events(&p);
     let text: String = events.iter().map(StreamEvent::text).collect();
@@ -154,7 +143,7 @@ fn a_server_whose_certificate_no_system_root_signed_is_refused() {
     let _trusted = &*TRUSTED;
     let stranger = pki("a CA nobody trusts");
     let server = MockMantle::start(Some("k")).unwrap();
-    let (front, alpn) = tls_front(&stranger, upstream_addr(&server));
+    let (front, alpn) = tls_front(&stranger, server.addr());
     let p = provider(front);
     let events = stream_events(&p);
     let Some(StreamEvent::Error(e)) = events.last() else {
