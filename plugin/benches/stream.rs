@@ -6,10 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mantle_mock_server::{anthropic_text_stream, openai_text_stream, Step};
 use mantle_provider::stream::{
-    anthropic::AnthropicDecoder,
-    openai::OpenAiDecoder,
-    sse::{SseEvent, SseParser},
-    Decoder, StreamEvent,
+    anthropic::AnthropicDecoder, openai::OpenAiDecoder, sse::SseParser, Decoder, StreamEvent,
 };
 
 const READ: usize = 16 * 1024;
@@ -33,28 +30,25 @@ fn long_text() -> String {
 /// Parses the whole body; returns the number of SSE events.
 fn parse(body: &[u8]) -> usize {
     let mut parser = SseParser::default();
-    let mut out = Vec::with_capacity(64);
     let mut events = 0;
     for chunk in body.chunks(READ) {
-        parser.feed(chunk, &mut out).unwrap();
-        events += out.len();
-        out.clear();
+        parser.feed_each(chunk, |_| events += 1).unwrap();
     }
-    parser.finish(&mut out).unwrap();
-    events + out.len()
+    parser.finish_each(|_| events += 1).unwrap();
+    events
 }
 
 /// Parses and decodes the whole body; returns the number of normalized events.
 fn decode(body: &[u8], mut decoder: impl Decoder) -> usize {
     let mut parser = SseParser::default();
-    let mut sse: Vec<SseEvent> = Vec::with_capacity(64);
     let mut events: Vec<StreamEvent> = Vec::with_capacity(64);
     let mut count = 0;
     for chunk in body.chunks(READ) {
-        parser.feed(chunk, &mut sse).unwrap();
-        for ev in sse.drain(..) {
-            decoder.on_event(&ev, &mut events);
-        }
+        parser
+            .feed_each(chunk, |ev| {
+                decoder.on_event(ev, &mut events);
+            })
+            .unwrap();
         count += events.len();
         events.clear();
     }

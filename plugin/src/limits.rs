@@ -65,12 +65,26 @@ pub fn parse_json_borrowed<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Resu
     serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
+/// How many `[` and `{` bytes `bytes` holds. Counted into a `u8` per block of 255 bytes, a
+/// shape the compiler turns into SIMD compares (the `filter().count()` form it did not: 5
+/// instructions per byte, a tenth of the plugin's cost per stream event).
+fn openers(bytes: &[u8]) -> usize {
+    bytes
+        .chunks(255)
+        .map(|block| {
+            block.iter().fold(0u8, |n, &b| {
+                n.wrapping_add(u8::from(b == b'[' || b == b'{'))
+            }) as usize
+        })
+        .sum()
+}
+
 /// True when `[`/`{` nest deeper than `max` outside strings (`"…"`, `'…'`) and comments
 /// (`//…`, `/*…*/`). Unbalanced input is left for the parser to report.
 pub fn nesting_depth_exceeds(bytes: &[u8], max: usize) -> bool {
     // Depth cannot exceed the number of openers: most texts (every stream event) are decided
-    // by this vectorized count alone.
-    if bytes.iter().filter(|&&b| b == b'[' || b == b'{').count() <= max {
+    // by this count alone.
+    if openers(bytes) <= max {
         return false;
     }
     #[derive(Clone, Copy, PartialEq)]
@@ -140,6 +154,17 @@ mod tests {
         assert!(nesting_depth_exceeds(b"{ a: [ /* x */ [ ] ] }", 2));
         // Siblings do not add up: depth is the deepest path, not the count.
         assert!(!nesting_depth_exceeds(b"[[],[],[],[]]", 2));
+    }
+
+    /// The blocked count is exact, across block boundaries and in full blocks.
+    #[test]
+    fn openers_are_counted_exactly() {
+        for n in [0, 1, 254, 255, 256, 510, 511, 1000] {
+            assert_eq!(openers("{".repeat(n).as_bytes()), n);
+            let mixed: String = (0..n).map(|i| ['[', 'x', '{', ']'][i % 4]).collect();
+            let want = mixed.bytes().filter(|&b| b == b'[' || b == b'{').count();
+            assert_eq!(openers(mixed.as_bytes()), want, "{n}");
+        }
     }
 
     #[test]

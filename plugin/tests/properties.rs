@@ -134,8 +134,8 @@ proptest! {
                 event: names[i % names.len()].as_deref().map(Into::into),
                 data: String::from_utf8_lossy(data).into_owned(),
             };
-            openai.on_event(&ev, &mut events);
-            anthropic.on_event(&ev, &mut events);
+            openai.on_event(ev.view(), &mut events);
+            anthropic.on_event(ev.view(), &mut events);
         }
         openai.on_eof(&mut events);
         anthropic.on_eof(&mut events);

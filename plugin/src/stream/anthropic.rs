@@ -4,7 +4,7 @@ use std::{borrow::Cow, collections::BTreeSet};
 
 use serde::Deserialize;
 
-use super::{events::*, sse::SseEvent, Decoder};
+use super::{events::*, sse::SseEventRef, Decoder};
 
 /// State of one Anthropic stream.
 #[derive(Debug, Default)]
@@ -38,15 +38,20 @@ struct BlockDelta<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 struct DeltaPart<'a> {
-    #[serde(rename = "type", default, borrow)]
+    #[serde(
+        rename = "type",
+        default,
+        borrow,
+        deserialize_with = "super::borrowed::opt_str"
+    )]
     kind: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     text: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     thinking: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     signature: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     partial_json: Option<Cow<'a, str>>,
 }
 
@@ -79,8 +84,8 @@ impl AnthropicDecoder {
 }
 
 impl Decoder for AnthropicDecoder {
-    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
-        if let Ok(fast) = crate::limits::parse_json_borrowed::<BlockDelta>(&ev.data) {
+    fn on_event(&mut self, ev: SseEventRef<'_>, out: &mut Vec<StreamEvent>) -> bool {
+        if let Ok(fast) = crate::limits::parse_json_borrowed::<BlockDelta>(ev.data) {
             if fast.kind == "content_block_delta" {
                 let index = fast.index.unwrap_or(0) as u32;
                 Self::on_delta(index, fast.delta.unwrap_or_default(), out);
@@ -183,11 +188,11 @@ mod tests {
         let mut d = AnthropicDecoder::default();
         let mut out = Vec::new();
         for e in events {
-            let ev = SseEvent {
-                event: e["type"].as_str().map(Into::into),
-                data: e.to_string(),
+            let ev = SseEventRef {
+                event: e["type"].as_str(),
+                data: &e.to_string(),
             };
-            if d.on_event(&ev, &mut out) {
+            if d.on_event(ev, &mut out) {
                 return (out, true);
             }
         }
@@ -268,23 +273,43 @@ mod tests {
         );
     }
 
+    /// The hot path copies no string it does not keep: a delta's type and text are borrowed
+    /// from the event's data.
+    #[test]
+    fn a_delta_borrows_its_strings() {
+        let text = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x","thinking":"t","signature":"s","partial_json":"{}"}}"#;
+        let d = crate::limits::parse_json_borrowed::<BlockDelta>(text).unwrap();
+        assert!(matches!(d.kind, Cow::Borrowed(_)));
+        let part = d.delta.unwrap();
+        for s in [
+            &part.kind,
+            &part.text,
+            &part.thinking,
+            &part.signature,
+            &part.partial_json,
+        ] {
+            assert!(matches!(s, Some(Cow::Borrowed(_))), "{s:?}");
+        }
+    }
+
     #[test]
     fn the_lenient_reading_of_a_delta_gives_the_same_events() {
         // A duplicate key is refused by the typed decoder and read through `Value` (last wins).
         let dup = r#"{"type": "content_block_delta", "index": 3, "index": 4, "delta": {"type": "input_json_delta", "partial_json": "x"}}"#;
         let mut d = AnthropicDecoder::default();
         let mut out = Vec::new();
-        let ev = SseEvent {
-            event: Some("content_block_delta".into()),
-            data: dup.into(),
+        let ev = SseEventRef {
+            event: Some("content_block_delta"),
+            data: dup,
         };
-        assert!(!d.on_event(&ev, &mut out));
+        assert!(!d.on_event(ev, &mut out));
         // A delta named only by its `event:` line is a delta too.
-        let ev = SseEvent {
-            event: Some("content_block_delta".into()),
-            data: json!({"delta": {"type": "text_delta", "text": "t"}}).to_string(),
+        let data = json!({"delta": {"type": "text_delta", "text": "t"}}).to_string();
+        let ev = SseEventRef {
+            event: Some("content_block_delta"),
+            data: &data,
         };
-        assert!(!d.on_event(&ev, &mut out));
+        assert!(!d.on_event(ev, &mut out));
         assert_eq!(
             out,
             vec![

@@ -51,72 +51,109 @@ impl BodyDecoder {
     /// after it is, and later reads must not be fed). Events parsed before a parse error in the
     /// same read come first, then the `protocol` error.
     pub fn feed(&mut self, bytes: &[u8], ready: &mut VecDeque<Emitted>) -> bool {
-        // Per read, not per stream: a stream waiting for its next read holds none of them.
-        let mut sse_events = Vec::new();
-        let parsed = self.parser.feed(bytes, &mut sse_events);
-        self.decode(sse_events, parsed, ready)
+        let mut done = false;
+        // Per read, not per stream: a stream waiting for its next read holds none of it.
+        let mut out = Vec::new();
+        let parsed = self.parser.feed_each(bytes, |ev| {
+            if !done {
+                done = decode_event(
+                    &mut *self.decoder,
+                    ev,
+                    self.include_raw,
+                    &self.auth,
+                    &mut out,
+                    ready,
+                );
+            }
+        });
+        done || self.parse_error(parsed, ready)
     }
 
     /// The body ended: what the parser still held, then the route's end-of-body rule (a
     /// terminal event: `done`, or the error for a stream cut short). True once a terminal
     /// event was added.
     pub fn finish(&mut self, ready: &mut VecDeque<Emitted>) -> bool {
-        let mut sse_events = Vec::new();
-        let parsed = self.parser.finish(&mut sse_events);
-        if self.decode(sse_events, parsed, ready) {
+        let mut done = false;
+        let mut out = Vec::new();
+        let parsed = self.parser.finish_each(|ev| {
+            if !done {
+                done = decode_event(
+                    &mut *self.decoder,
+                    ev,
+                    self.include_raw,
+                    &self.auth,
+                    &mut out,
+                    ready,
+                );
+            }
+        });
+        if done || self.parse_error(parsed, ready) {
             return true;
         }
-        let mut out = Vec::new();
         self.decoder.on_eof(&mut out);
-        self.stage(&mut out, None, ready)
+        stage(&self.auth, &mut out, None, ready)
     }
 
-    fn decode(
-        &mut self,
-        sse_events: Vec<sse::SseEvent>,
+    /// After the events of a read: the `protocol` error that ends the stream if the read did
+    /// not parse (true then).
+    fn parse_error(
+        &self,
         parsed: Result<(), sse::SseError>,
         ready: &mut VecDeque<Emitted>,
     ) -> bool {
-        let mut out = Vec::new();
-        for ev in sse_events {
-            self.decoder.on_event(&ev, &mut out);
-            let raw: Option<Arc<str>> = self.include_raw.then(|| Arc::from(ev.data));
-            if self.stage(&mut out, raw, ready) {
-                return true;
-            }
-        }
         match parsed {
             Ok(()) => false,
             Err(e) => {
                 let error = StreamError::new(ErrorKind::Protocol, None, e.to_string());
-                self.stage(&mut vec![StreamEvent::Error(error)], None, ready)
+                stage(
+                    &self.auth,
+                    &mut vec![StreamEvent::Error(error)],
+                    None,
+                    ready,
+                )
             }
         }
     }
+}
 
-    /// Moves `out`'s events into `ready` (upstream error text scrubbed on the way); true once
-    /// a terminal event was moved (the rest of `out` is dropped).
-    fn stage(
-        &self,
-        out: &mut Vec<StreamEvent>,
-        raw: Option<Arc<str>>,
-        ready: &mut VecDeque<Emitted>,
-    ) -> bool {
-        for mut event in out.drain(..) {
-            if let StreamEvent::Error(e) = &mut event {
-                e.message = self.auth.scrub(&e.message);
-            }
-            let terminal = event.is_terminal();
-            ready.push_back(Emitted {
-                event,
-                raw: raw.clone(),
-            });
-            if terminal {
-                return true;
-            }
+/// Decodes one SSE event into `ready` (through `out`, the decoder's scratch); true once a
+/// terminal event was added.
+fn decode_event(
+    decoder: &mut dyn Decoder,
+    ev: sse::SseEventRef<'_>,
+    include_raw: bool,
+    auth: &Authorization,
+    out: &mut Vec<StreamEvent>,
+    ready: &mut VecDeque<Emitted>,
+) -> bool {
+    decoder.on_event(ev, out);
+    let raw: Option<Arc<str>> = include_raw.then(|| Arc::from(ev.data));
+    stage(auth, out, raw, ready)
+}
+
+/// Moves `out`'s events into `ready` (upstream error text scrubbed of the request's
+/// credentials on the way); true once a terminal event was moved (the rest of `out` is
+/// dropped).
+fn stage(
+    auth: &Authorization,
+    out: &mut Vec<StreamEvent>,
+    raw: Option<Arc<str>>,
+    ready: &mut VecDeque<Emitted>,
+) -> bool {
+    for mut event in out.drain(..) {
+        if let StreamEvent::Error(e) = &mut event {
+            e.message = auth.scrub(&e.message);
         }
-        false
+        let terminal = event.is_terminal();
+        ready.push_back(Emitted {
+            event,
+            raw: raw.clone(),
+        });
+        if terminal {
+            return true;
+        }
     }
+    false
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod body;
+pub mod borrowed;
 pub mod events;
 pub mod openai;
 pub mod openai_chunk;
@@ -37,7 +38,7 @@ use crate::{
 /// Maps SSE events of one route to normalized events.
 pub trait Decoder: Send {
     /// Handles one SSE event; returns true once a terminal event was pushed.
-    fn on_event(&mut self, ev: &sse::SseEvent, out: &mut Vec<StreamEvent>) -> bool;
+    fn on_event(&mut self, ev: sse::SseEventRef<'_>, out: &mut Vec<StreamEvent>) -> bool;
     /// The body ended without a terminal event.
     fn on_eof(&mut self, out: &mut Vec<StreamEvent>);
 }
@@ -56,11 +57,11 @@ pub fn parse_payload(data: &str) -> Result<serde_json::Value, StreamEvent> {
 
 /// A typed event's payload and its type (the payload's `type`, else the SSE `event:` name), as
 /// the Anthropic and Responses streams send them; or the `protocol` error event.
-pub fn typed_payload(ev: &sse::SseEvent) -> Result<(serde_json::Value, String), StreamEvent> {
-    let v = parse_payload(&ev.data)?;
+pub fn typed_payload(ev: sse::SseEventRef<'_>) -> Result<(serde_json::Value, String), StreamEvent> {
+    let v = parse_payload(ev.data)?;
     let kind = v["type"]
         .as_str()
-        .or(ev.event.as_deref())
+        .or(ev.event)
         .unwrap_or_default()
         .to_string();
     Ok((v, kind))

@@ -4,7 +4,7 @@ use std::{borrow::Cow, collections::BTreeSet};
 
 use serde_json::Value;
 
-use super::{events::*, openai_chunk::Chunk, sse::SseEvent, Decoder};
+use super::{events::*, openai_chunk::Chunk, sse::SseEventRef, Decoder};
 
 /// State of one OpenAI stream.
 #[derive(Debug, Default)]
@@ -110,7 +110,7 @@ impl OpenAiDecoder {
 }
 
 impl Decoder for OpenAiDecoder {
-    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
+    fn on_event(&mut self, ev: SseEventRef<'_>, out: &mut Vec<StreamEvent>) -> bool {
         if ev.data.trim() == "[DONE]" {
             self.close_tools(out);
             out.push(StreamEvent::Done {
@@ -120,10 +120,10 @@ impl Decoder for OpenAiDecoder {
         }
         // Typed and borrowing first (the hot path); anything it does not take is read
         // leniently through a `Value` (`openai_chunk`).
-        if let Ok(chunk) = crate::limits::parse_json_borrowed::<Chunk>(&ev.data) {
+        if let Ok(chunk) = crate::limits::parse_json_borrowed::<Chunk>(ev.data) {
             return self.on_chunk(chunk, out);
         }
-        let value: Value = match super::parse_payload(&ev.data) {
+        let value: Value = match super::parse_payload(ev.data) {
             Ok(v) => v,
             Err(error) => {
                 out.push(error);
@@ -155,17 +155,17 @@ mod tests {
         let mut out = Vec::new();
         for c in chunks {
             d.on_event(
-                &SseEvent {
+                SseEventRef {
                     event: None,
-                    data: c.to_string(),
+                    data: &c.to_string(),
                 },
                 &mut out,
             );
         }
         d.on_event(
-            &SseEvent {
+            SseEventRef {
                 event: None,
-                data: "[DONE]".into(),
+                data: "[DONE]",
             },
             &mut out,
         );
@@ -181,9 +181,9 @@ mod tests {
                 "prompt_tokens_details": {"cached_tokens": 1},
                 "completion_tokens_details": {"reasoning_tokens": 1}}});
         d.on_event(
-            &SseEvent {
+            SseEventRef {
                 event: None,
-                data: chunk.to_string(),
+                data: &chunk.to_string(),
             },
             &mut out,
         );

@@ -13,10 +13,10 @@ use serde_json::Value;
 #[derive(Debug, Default, Deserialize, PartialEq)]
 pub struct Chunk<'a> {
     /// Completion id.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     pub id: Option<Cow<'a, str>>,
     /// Model as the upstream reports it.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     pub model: Option<Cow<'a, str>>,
     /// Choices (one in practice).
     #[serde(default, borrow)]
@@ -36,7 +36,7 @@ pub struct Choice<'a> {
     #[serde(default, borrow)]
     pub delta: Delta<'a>,
     /// Why the model stopped, on the finishing chunk.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     pub finish_reason: Option<Cow<'a, str>>,
 }
 
@@ -44,13 +44,13 @@ pub struct Choice<'a> {
 #[derive(Debug, Default, Deserialize, PartialEq)]
 pub struct Delta<'a> {
     /// Assistant text.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     pub content: Option<Cow<'a, str>>,
     /// Reasoning text (DeepSeek, vLLM and Mantle's name).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     pub reasoning_content: Option<Cow<'a, str>>,
     /// Reasoning text (Mantle also sends this name, spec §7).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     pub reasoning: Option<Cow<'a, str>>,
     /// Tool-call fragments.
     #[serde(default, borrow, deserialize_with = "null_as_empty")]
@@ -64,7 +64,7 @@ pub struct ToolCall<'a> {
     #[serde(default)]
     pub index: Option<u64>,
     /// Call id (first fragment).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     pub id: Option<Cow<'a, str>>,
     /// Name and argument fragment.
     #[serde(default, borrow)]
@@ -75,10 +75,10 @@ pub struct ToolCall<'a> {
 #[derive(Debug, Default, Deserialize, PartialEq)]
 pub struct Function<'a> {
     /// Tool name (first fragment).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     pub name: Option<Cow<'a, str>>,
     /// A fragment of the JSON arguments.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     pub arguments: Option<Cow<'a, str>>,
 }
 
@@ -241,6 +241,30 @@ mod tests {
                 }
             }
             assert_eq!(typed, lenient, "{text}");
+        }
+    }
+
+    /// The hot path copies no string it does not keep: every unescaped string of a chunk is
+    /// borrowed from the event's data.
+    #[test]
+    fn unescaped_strings_are_borrowed_not_copied() {
+        let text = r#"{"id":"c1","model":"m","choices":[{"delta":{"content":"x","reasoning_content":"r","reasoning":"s","tool_calls":[{"index":0,"id":"t","function":{"name":"n","arguments":"{}"}}]},"finish_reason":"stop"}]}"#;
+        let chunk: Chunk = serde_json::from_str(text).unwrap();
+        let choice = &chunk.choices[0];
+        let call = &choice.delta.tool_calls[0];
+        let function = call.function.as_ref().unwrap();
+        for s in [
+            &chunk.id,
+            &chunk.model,
+            &choice.finish_reason,
+            &choice.delta.content,
+            &choice.delta.reasoning_content,
+            &choice.delta.reasoning,
+            &call.id,
+            &function.name,
+            &function.arguments,
+        ] {
+            assert!(matches!(s, Some(Cow::Borrowed(_))), "{s:?} in {text}");
         }
     }
 

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{events::*, sse::SseEvent, Decoder};
+use super::{events::*, sse::SseEventRef, Decoder};
 
 /// State of one Responses stream.
 #[derive(Debug, Default)]
@@ -64,13 +64,13 @@ impl ResponsesDecoder {
 struct TextDelta<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::borrowed::opt_str")]
     delta: Option<Cow<'a, str>>,
 }
 
 impl Decoder for ResponsesDecoder {
-    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<StreamEvent>) -> bool {
-        if let Ok(fast) = crate::limits::parse_json_borrowed::<TextDelta>(&ev.data) {
+    fn on_event(&mut self, ev: SseEventRef<'_>, out: &mut Vec<StreamEvent>) -> bool {
+        if let Ok(fast) = crate::limits::parse_json_borrowed::<TextDelta>(ev.data) {
             let reasoning = match fast.kind.as_ref() {
                 "response.output_text.delta" => Some(false),
                 "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
@@ -212,14 +212,24 @@ mod tests {
     use crate::errors::ErrorKind;
     use serde_json::json;
 
+    /// The hot path copies no string it does not keep: a delta's type and text are borrowed
+    /// from the event's data.
+    #[test]
+    fn a_delta_borrows_its_strings() {
+        let text = r#"{"type":"response.output_text.delta","item_id":"i","delta":"x"}"#;
+        let d = crate::limits::parse_json_borrowed::<TextDelta>(text).unwrap();
+        assert!(matches!(d.kind, Cow::Borrowed(_)));
+        assert!(matches!(d.delta, Some(Cow::Borrowed("x"))), "{:?}", d.delta);
+    }
+
     fn decode(events: &[Value]) -> Vec<StreamEvent> {
         let mut d = ResponsesDecoder::default();
         let mut out = Vec::new();
         for e in events {
             if d.on_event(
-                &SseEvent {
-                    event: e["type"].as_str().map(Into::into),
-                    data: e.to_string(),
+                SseEventRef {
+                    event: e["type"].as_str(),
+                    data: &e.to_string(),
                 },
                 &mut out,
             ) {
@@ -370,8 +380,11 @@ mod tests {
             json!({"type": "response.output_text.delta", "delta": ""}).to_string(),
             json!({"type": "response.reasoning_text.delta", "delta": ""}).to_string(),
         ] {
-            let ev = SseEvent { event: None, data };
-            assert!(!d.on_event(&ev, &mut out));
+            let ev = SseEventRef {
+                event: None,
+                data: &data,
+            };
+            assert!(!d.on_event(ev, &mut out));
         }
         assert_eq!(
             out,

@@ -4,18 +4,50 @@
 //! at the end of a read waits for the next byte). `data:` lines of one event are joined with
 //! `\n`; comment lines (`:`) are ignored; `event:` names the event. A line or an event larger
 //! than the limit is an error instead of unbounded growth.
+//!
+//! Events are handed out as views of the parser's own buffers ([`SseEventRef`]), which are
+//! reused from one event to the next within a read: parsing an event allocates nothing.
 
 /// Default limit for one line or one event's data.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 
-/// One parsed event.
+/// One parsed event, owned (what [`SseParser::feed`] collects).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
-    /// The `event:` field, if any (shared with the previous event of the same name: most
-    /// streams repeat a few names, so naming an event costs no allocation).
-    pub event: Option<std::sync::Arc<str>>,
+    /// The `event:` field, if any.
+    pub event: Option<String>,
     /// The joined `data:` lines.
     pub data: String,
+}
+
+impl SseEvent {
+    /// The borrowed view the decoders read.
+    pub fn view(&self) -> SseEventRef<'_> {
+        SseEventRef {
+            event: self.event.as_deref(),
+            data: &self.data,
+        }
+    }
+}
+
+/// One parsed event, borrowed from the parser until the next one (what
+/// [`SseParser::feed_each`] hands out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SseEventRef<'a> {
+    /// The `event:` field, if any.
+    pub event: Option<&'a str>,
+    /// The joined `data:` lines.
+    pub data: &'a str,
+}
+
+impl SseEventRef<'_> {
+    /// An owned copy.
+    pub fn to_owned(self) -> SseEvent {
+        SseEvent {
+            event: self.event.map(str::to_string),
+            data: self.data.to_string(),
+        }
+    }
 }
 
 /// Why parsing failed.
@@ -29,6 +61,16 @@ pub enum SseError {
     Utf8,
 }
 
+/// The text of `buf` up to its last line end, as far as it is valid UTF-8 (a line reaching
+/// past the valid part is the caller's error to report, after the lines before it).
+fn complete_lines(buf: &[u8]) -> &str {
+    let end = memchr::memrchr2(b'\n', b'\r', buf).map_or(0, |i| i + 1);
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
 /// The parser state.
 #[derive(Debug)]
 pub struct SseParser {
@@ -39,9 +81,11 @@ pub struct SseParser {
     /// Bytes examined in total (tests check that a long line is not rescanned).
     #[cfg(test)]
     examined: usize,
-    event: Option<std::sync::Arc<str>>,
-    /// The last event name seen, reused while names repeat.
-    last_name: Option<std::sync::Arc<str>>,
+    /// The current event's name (`has_event`) and data (`has_data`): buffers reused from one
+    /// event to the next within a read, and released between reads unless an event is still
+    /// arriving (a stream waiting for its next read holds no buffer).
+    event: String,
+    has_event: bool,
     data: String,
     has_data: bool,
     max: usize,
@@ -61,20 +105,40 @@ impl SseParser {
             scanned: 0,
             #[cfg(test)]
             examined: 0,
-            event: None,
-            last_name: None,
+            event: String::new(),
+            has_event: false,
             data: String::new(),
             has_data: false,
             max,
         }
     }
 
-    /// Feeds bytes; appends complete events to `out`.
+    /// Feeds bytes; appends owned copies of the complete events to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        self.feed_each(bytes, |e| out.push(e.to_owned()))
+    }
+
+    /// Feeds bytes; hands each complete event to `each`, in order, as a view that is valid
+    /// until `each` returns. The events before an error are handed out first.
+    pub fn feed_each(
+        &mut self,
+        bytes: &[u8],
+        mut each: impl FnMut(SseEventRef<'_>),
+    ) -> Result<(), SseError> {
+        let fed = self.feed_lines(bytes, &mut each);
+        self.release_idle_buffers();
+        fed
+    }
+
+    fn feed_lines(
+        &mut self,
+        bytes: &[u8],
+        each: &mut impl FnMut(SseEventRef<'_>),
+    ) -> Result<(), SseError> {
         let (start, i) = if self.buf.is_empty() {
             // Nothing pending: read the lines straight from the chunk and keep only its
             // unfinished last line (a stream between reads holds no copy of what it read).
-            let (start, i) = self.lines(bytes, out)?;
+            let (start, i) = self.lines(bytes, each)?;
             self.buf.extend_from_slice(&bytes[start..]);
             (start, i)
         } else {
@@ -82,7 +146,7 @@ impl SseParser {
             // Lines are read in place (no copy per line): the buffer is moved out while they
             // are.
             let buf = std::mem::take(&mut self.buf);
-            let scanned = self.lines(&buf, out);
+            let scanned = self.lines(&buf, each);
             self.buf = buf;
             let (start, i) = scanned?;
             self.buf.drain(..start);
@@ -103,11 +167,27 @@ impl SseParser {
         Ok(())
     }
 
+    /// Between reads, keeps only the buffers of an event still arriving.
+    fn release_idle_buffers(&mut self) {
+        if !self.has_data {
+            self.data = String::new();
+        }
+        if !self.has_event {
+            self.event = String::new();
+        }
+    }
+
     /// Handles every complete line of `buf` from `self.scanned` on; returns where the
     /// unconsumed rest starts and how far the buffer was searched.
-    fn lines(&mut self, buf: &[u8], out: &mut Vec<SseEvent>) -> Result<(usize, usize), SseError> {
+    fn lines(
+        &mut self,
+        buf: &[u8],
+        each: &mut impl FnMut(SseEventRef<'_>),
+    ) -> Result<(usize, usize), SseError> {
         let mut start = 0;
         let mut i = self.scanned;
+        // The complete lines' text, checked as UTF-8 once for the read rather than per line.
+        let mut text: Option<&str> = None;
         while let Some(found) = memchr::memchr2(b'\n', b'\r', &buf[i..]) {
             i += found;
             let line_end = i;
@@ -120,8 +200,10 @@ impl SseParser {
                     i += 1;
                 }
             }
-            let line = std::str::from_utf8(&buf[start..line_end]).map_err(|_| SseError::Utf8)?;
-            self.line(line, out)?;
+            let text = *text.get_or_insert_with(|| complete_lines(buf));
+            // Outside the valid text (or not on a character boundary): not UTF-8.
+            let line = text.get(start..line_end).ok_or(SseError::Utf8)?;
+            self.line(line, each)?;
             start = i + 1;
             i += 1;
         }
@@ -130,28 +212,33 @@ impl SseParser {
 
     /// Ends the input: a final event without its blank line is still delivered.
     pub fn finish(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        self.finish_each(|e| out.push(e.to_owned()))
+    }
+
+    /// Like [`SseParser::finish`], handing the last event to `each` as a view.
+    pub fn finish_each(&mut self, mut each: impl FnMut(SseEventRef<'_>)) -> Result<(), SseError> {
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
             self.scanned = 0;
             let line = std::str::from_utf8(&rest)
                 .map_err(|_| SseError::Utf8)?
-                .trim_end_matches('\r')
-                .to_string();
-            self.line(&line, out)?;
+                .trim_end_matches('\r');
+            self.line(line, &mut each)?;
         }
-        self.dispatch(out);
+        self.dispatch(&mut each);
+        self.release_idle_buffers();
         Ok(())
     }
 
-    fn line(&mut self, line: &str, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+    fn line(&mut self, line: &str, each: &mut impl FnMut(SseEventRef<'_>)) -> Result<(), SseError> {
         if line.is_empty() {
-            self.dispatch(out);
+            self.dispatch(each);
             return Ok(());
         }
         if line.starts_with(':') {
             return Ok(());
         }
-        let (field, value) = match line.find(':') {
+        let (field, value) = match line.bytes().position(|b| b == b':') {
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(' ').unwrap_or(v))
@@ -170,29 +257,24 @@ impl SseParser {
                 }
             }
             "event" => {
-                let name = match &self.last_name {
-                    Some(last) if **last == *value => last.clone(),
-                    _ => {
-                        let name: std::sync::Arc<str> = value.into();
-                        self.last_name = Some(name.clone());
-                        name
-                    }
-                };
-                self.event = Some(name);
+                self.event.clear();
+                self.event.push_str(value);
+                self.has_event = true;
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
+    fn dispatch(&mut self, each: &mut impl FnMut(SseEventRef<'_>)) {
         if self.has_data {
-            out.push(SseEvent {
-                event: self.event.take(),
-                data: std::mem::take(&mut self.data),
+            each(SseEventRef {
+                event: self.has_event.then_some(self.event.as_str()),
+                data: &self.data,
             });
+            self.data.clear();
         }
-        self.event = None;
+        self.has_event = false;
         self.has_data = false;
     }
 }
@@ -200,6 +282,10 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn data(events: &[SseEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.data.as_str()).collect()
+    }
 
     fn parse_in_pieces(input: &[u8], piece: usize) -> Vec<SseEvent> {
         let mut p = SseParser::default();
@@ -300,6 +386,41 @@ mod tests {
         );
     }
 
+    /// Within a read the event buffers are reused (each view is gone before the next event is
+    /// parsed into the same buffer); between reads the parser keeps only an event still
+    /// arriving.
+    #[test]
+    fn buffers_are_reused_within_a_read_and_released_between_reads() {
+        let mut p = SseParser::default();
+        let mut seen = Vec::new();
+        p.feed_each(
+            b"event: a\ndata: one\n\nevent: b\ndata: two\n\ndata: three\n",
+            |e| seen.push((e.event.map(str::to_string), e.data.to_string())),
+        )
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                (Some("a".to_string()), "one".to_string()),
+                (Some("b".to_string()), "two".to_string())
+            ]
+        );
+        // "three" is still arriving (no blank line yet): its data buffer is kept; no name is
+        // pending, so no name buffer is.
+        assert!(p.data.capacity() > 0);
+        assert_eq!((p.event.capacity(), p.buf.capacity()), (0, 0));
+        seen.clear();
+        p.feed_each(b"\n", |e| {
+            seen.push((e.event.map(str::to_string), e.data.to_string()))
+        })
+        .unwrap();
+        assert_eq!(seen, [(None, "three".to_string())]);
+        assert_eq!(
+            (p.data.capacity(), p.event.capacity(), p.buf.capacity()),
+            (0, 0, 0)
+        );
+    }
+
     #[test]
     fn invalid_utf8_is_an_error() {
         let mut p = SseParser::default();
@@ -307,5 +428,32 @@ mod tests {
             p.feed(b"data: \xff\n", &mut Vec::new()),
             Err(SseError::Utf8)
         );
+    }
+
+    /// The read is checked as UTF-8 once, yet each line is judged on its own: the events
+    /// before a bad line come out, a character split between reads is whole, and a bad byte in
+    /// a line still arriving fails only once that line is complete.
+    #[test]
+    fn utf8_is_judged_per_line() {
+        let mut p = SseParser::default();
+        let mut out = Vec::new();
+        assert_eq!(
+            p.feed(b"data: a\n\ndata: b\xff\n\ndata: c\n\n", &mut out),
+            Err(SseError::Utf8)
+        );
+        assert_eq!(data(&out), ["a"]);
+
+        let mut p = SseParser::default();
+        let mut out = Vec::new();
+        let snow = "data: \u{2603}\n\n".as_bytes();
+        p.feed(&snow[..7], &mut out).unwrap();
+        p.feed(&snow[7..], &mut out).unwrap();
+        assert_eq!(data(&out), ["\u{2603}"]);
+
+        let mut p = SseParser::default();
+        let mut out = Vec::new();
+        p.feed(b"data: a\n\ndata: \xff", &mut out).unwrap();
+        assert_eq!(data(&out), ["a"]);
+        assert_eq!(p.feed(b"x\n", &mut out), Err(SseError::Utf8));
     }
 }

@@ -17,7 +17,7 @@
 //! `cargo bench -p mantle-integration-tests --bench compare` (add `-- --quick` for a short run,
 //! `-- --throughput-only` for the events/s table alone, `-- --load-only` for load, create and
 //! cut-over alone, `-- --rss-only` for the RSS rows alone, `-- --plugin FILE` to measure
-//! another build of the plugin).
+//! another build of the plugin, `-- --reader R` to run one reader alone under a profiler).
 //! The RSS rows run in child processes of this binary (one per reader and count), so that memory
 //! freed by one phase cannot flatter the next.
 
@@ -194,6 +194,9 @@ impl Run {
         self.cpu.as_nanos() as f64 / self.events as f64
     }
 }
+
+/// The events/s table's readers, in the order each round runs them.
+const READERS: [&str; 4] = ["raw", "direct", "plugin", "plugin-default"];
 
 /// How many interleaved rounds each events/s row measures.
 fn throughput_rounds(quick: bool) -> usize {
@@ -576,6 +579,9 @@ fn main() {
     };
     let only_surface = value_of("--surface");
     let only_upstream = value_of("--upstream");
+    // `--reader R` (raw, direct, plugin or plugin-default) runs one reader alone (for a
+    // profiler or `strace -c`); the columns of the others show 0.
+    let only_reader = value_of("--reader");
     raise_fd_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // `--plugin FILE` measures another build (an A/B of two versions) instead of this tree's.
@@ -671,18 +677,30 @@ fn main() {
                 let provider = plugin
                     .create_provider(&workers, &config_for(&origin))
                     .unwrap();
-                // Warm both paths (connections, allocator) before measuring.
-                direct(&runtime, &client, &url, &body, c, true);
-                through_plugin(&provider, &request, c);
-                through_plugin(&default_workers, &request, c);
+                let runs = |reader: &str| only_reader.as_deref().is_none_or(|r| r == reader);
+                let skipped = Run {
+                    events: 0,
+                    wall: Duration::from_secs(1),
+                    cpu: Duration::ZERO,
+                };
+                let read_with = |reader: usize| match READERS[reader] {
+                    name if !runs(name) => skipped,
+                    "raw" => direct(&runtime, &client, &url, &body, c, false),
+                    "direct" => direct(&runtime, &client, &url, &body, c, true),
+                    "plugin" => through_plugin(&provider, &request, c),
+                    _ => through_plugin(&default_workers, &request, c),
+                };
+                // Warm every path (connections, allocator) before measuring.
+                for reader in 1..READERS.len() {
+                    read_with(reader);
+                }
                 // Rounds interleave the readers, so a slow spell of this shared machine falls
                 // on all of them; each column is its median round.
                 let mut rounds: [Vec<Run>; 4] = Default::default();
                 for _ in 0..throughput_rounds(quick) {
-                    rounds[0].push(direct(&runtime, &client, &url, &body, c, false));
-                    rounds[1].push(direct(&runtime, &client, &url, &body, c, true));
-                    rounds[2].push(through_plugin(&provider, &request, c));
-                    rounds[3].push(through_plugin(&default_workers, &request, c));
+                    for (reader, runs) in rounds.iter_mut().enumerate() {
+                        runs.push(read_with(reader));
+                    }
                 }
                 let [raw, d, p, p_default] = rounds.map(median_run);
                 println!(
