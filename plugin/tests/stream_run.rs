@@ -265,3 +265,51 @@ fn one_recovery_of_each_kind_then_the_refusal_is_final() {
     assert_eq!(server.requests_to(CHAT).len(), 1);
     assert_eq!(server.requests_to("/v1/responses").len(), 1);
 }
+
+/// The idle timeout runs from the last read, not from the start of the body: a stream whose
+/// reads come 120 ms apart outlives a 300 ms idle limit, and one that then stalls fails 300 ms
+/// after its last read.
+#[test]
+fn the_idle_timeout_counts_from_the_last_read() {
+    let server = MockMantle::start(None).unwrap();
+    let chunk =
+        |text: &str| sse_data(&json!({"choices": [{"index": 0, "delta": {"content": text}}]}));
+    let mut steady = Vec::new();
+    for _ in 0..6 {
+        steady.push(Step::Sleep(Duration::from_millis(120)));
+        steady.push(chunk("x"));
+    }
+    let mut finished = steady.clone();
+    finished.push(sse_data(
+        &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+    ));
+    finished.push(Step::Bytes(b"data: [DONE]\n\n".to_vec()));
+    server.push(Route::ChatCompletions, Reply::sse(finished));
+    let mut stalled = steady;
+    stalled.push(Step::Stall);
+    server.push(Route::ChatCompletions, Reply::sse(stalled));
+
+    let p = provider(&server);
+    let idle = json!({"timeouts": {"idle_ms": 300}});
+    let got = events(&start(&p, idle.clone()));
+    assert_eq!(text_of(&got), "xxxxxx", "{got:?}");
+    assert!(
+        matches!(got.last(), Some(StreamEvent::Done { .. })),
+        "{got:?}"
+    );
+
+    let began = std::time::Instant::now();
+    let got = events(&start(&p, idle));
+    let elapsed = began.elapsed();
+    assert_eq!(text_of(&got), "xxxxxx", "{got:?}");
+    let e = error_of(&got);
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        (ErrorKind::Timeout, "no data for 300 ms")
+    );
+    // Six reads 120 ms apart, then 300 ms of silence.
+    assert!(
+        elapsed >= Duration::from_millis(6 * 120 + 300),
+        "{elapsed:?}"
+    );
+}

@@ -446,18 +446,41 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
         return;
     }
     let mut body = response.bytes_stream();
+    // The idle timeout is one timer for the whole body, moved only when it fires early (data
+    // came since it was set): arming a fresh timer for every read would cost a timer-wheel
+    // registration and removal per read.
+    let idle = req.timeouts.idle;
+    let mut last_read = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
-        let input = match tokio::time::timeout(req.timeouts.idle, body.next()).await {
-            Err(_) => {
+        let next = tokio::select! {
+            biased;
+            next = body.next() => Some(next),
+            () = &mut idle_timer => None,
+        };
+        let input = match next {
+            None => {
+                let due = last_read + idle;
+                if due > tokio::time::Instant::now() {
+                    idle_timer.as_mut().reset(due);
+                    continue;
+                }
                 let e = StreamError::new(
                     ErrorKind::Timeout,
                     None,
-                    format!("no data for {} ms", req.timeouts.idle.as_millis()),
+                    format!("no data for {} ms", idle.as_millis()),
                 );
                 return emit_error(queue, &req, e).await;
             }
-            Ok(None) => Input::End,
-            Ok(Some(Err(e))) => {
+            Some(next) => {
+                last_read = tokio::time::Instant::now();
+                next
+            }
+        };
+        let input = match input {
+            None => Input::End,
+            Some(Err(e)) => {
                 let e = StreamError::new(
                     ErrorKind::Network,
                     None,
@@ -465,7 +488,7 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
                 );
                 return emit_error(queue, &req, e).await;
             }
-            Ok(Some(Ok(bytes))) => Input::Chunk(bytes),
+            Some(Ok(bytes)) => Input::Chunk(bytes),
         };
         let end = matches!(input, Input::End);
         if queue.push(input).await.is_err() || end {

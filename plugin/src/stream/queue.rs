@@ -199,35 +199,45 @@ impl EventQueue {
     /// stream was cancelled.
     pub async fn push(&self, input: Input) -> Result<(), ConsumerGone> {
         let mut input = Some(input);
-        loop {
-            // Registered before the queue is looked at, so a wake-up between the look and
-            // the wait is not lost.
+        // The usual case: it fits at once, and no wake-up of this task needs registering
+        // (that costs two locks of the `Notify` per read).
+        self.offer(&mut input)?;
+        while input.is_some() {
+            // Registered before the queue is looked at again, so a wake-up between the look
+            // and the wait is not lost (one sent before it is kept by `Notify` as a permit).
             let notified = self.writable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wake_pull = {
-                let mut s = self.lock();
-                if s.cancelled.is_some() {
-                    return Err(ConsumerGone);
-                }
-                let size = input.as_ref().map_or(0, Input::queued_bytes);
-                if s.fits(size) {
-                    s.bytes += size;
-                    s.inputs.extend(input.take());
-                    std::mem::take(&mut s.pull_waiting)
-                } else {
-                    s.push_waiting = true;
-                    false
-                }
-            };
-            if wake_pull {
-                self.readable.notify_one();
+            self.offer(&mut input)?;
+            if input.is_some() {
+                notified.await;
             }
-            if input.is_none() {
-                return Ok(());
-            }
-            notified.await;
         }
+        Ok(())
+    }
+
+    /// Queues `input` if it fits (taking it, and waking a waiting pull); else marks the
+    /// producer as waiting for room. Fails once the stream was cancelled.
+    fn offer(&self, input: &mut Option<Input>) -> Result<(), ConsumerGone> {
+        let wake_pull = {
+            let mut s = self.lock();
+            if s.cancelled.is_some() {
+                return Err(ConsumerGone);
+            }
+            let size = input.as_ref().map_or(0, Input::queued_bytes);
+            if s.fits(size) {
+                s.bytes += size;
+                s.inputs.extend(input.take());
+                std::mem::take(&mut s.pull_waiting)
+            } else {
+                s.push_waiting = true;
+                false
+            }
+        };
+        if wake_pull {
+            self.readable.notify_one();
+        }
+        Ok(())
     }
 
     /// Marks the producer finished (called when the task ends or is dropped).
