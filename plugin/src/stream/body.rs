@@ -51,10 +51,36 @@ impl BodyDecoder {
     /// after it is, and later reads must not be fed). Events parsed before a parse error in the
     /// same read come first, then the `protocol` error.
     pub fn feed(&mut self, bytes: &[u8], ready: &mut VecDeque<Emitted>) -> bool {
+        self.decode(ready, |parser, each| parser.feed_each(bytes, each))
+    }
+
+    /// The body ended: what the parser still held, then the route's end-of-body rule (a
+    /// terminal event: `done`, or the error for a stream cut short). True once a terminal
+    /// event was added.
+    pub fn finish(&mut self, ready: &mut VecDeque<Emitted>) -> bool {
+        if self.decode(ready, |parser, each| parser.finish_each(each)) {
+            return true;
+        }
+        let mut out = Vec::new();
+        self.decoder.on_eof(&mut out);
+        stage(&self.auth, &mut out, None, ready)
+    }
+
+    /// Runs `parse` (one step of the SSE parser) and decodes each event it hands out into
+    /// `ready`, then the `protocol` error if the step failed; nothing after a terminal event.
+    /// True once a terminal event was added.
+    fn decode(
+        &mut self,
+        ready: &mut VecDeque<Emitted>,
+        parse: impl FnOnce(
+            &mut sse::SseParser,
+            &mut dyn FnMut(sse::SseEventRef<'_>),
+        ) -> Result<(), sse::SseError>,
+    ) -> bool {
         let mut done = false;
         // Per read, not per stream: a stream waiting for its next read holds none of it.
         let mut out = Vec::new();
-        let parsed = self.parser.feed_each(bytes, |ev| {
+        let parsed = parse(&mut self.parser, &mut |ev| {
             if !done {
                 done = decode_event(
                     &mut *self.decoder,
@@ -67,31 +93,6 @@ impl BodyDecoder {
             }
         });
         done || self.parse_error(parsed, ready)
-    }
-
-    /// The body ended: what the parser still held, then the route's end-of-body rule (a
-    /// terminal event: `done`, or the error for a stream cut short). True once a terminal
-    /// event was added.
-    pub fn finish(&mut self, ready: &mut VecDeque<Emitted>) -> bool {
-        let mut done = false;
-        let mut out = Vec::new();
-        let parsed = self.parser.finish_each(|ev| {
-            if !done {
-                done = decode_event(
-                    &mut *self.decoder,
-                    ev,
-                    self.include_raw,
-                    &self.auth,
-                    &mut out,
-                    ready,
-                );
-            }
-        });
-        if done || self.parse_error(parsed, ready) {
-            return true;
-        }
-        self.decoder.on_eof(&mut out);
-        stage(&self.auth, &mut out, None, ready)
     }
 
     /// After the events of a read: the `protocol` error that ends the stream if the read did
