@@ -227,17 +227,19 @@ impl Provider {
             Some(_) => endpoints.openai_base.clone(),
             None => region_name.clone(),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(
-                options
-                    .worker_threads
-                    .unwrap_or_else(|| plugin.worker_threads())
-                    .max(1),
-            )
-            .thread_name("mantle-provider")
-            .enable_all()
-            .build()
-            .map_err(|e| CreateError::Startup(format!("runtime: {e}")))?;
+        // Its workers pay the wake-ups of waiting pulls when they go idle (stream/wake.rs).
+        let runtime =
+            crate::stream::wake::install(&mut tokio::runtime::Builder::new_multi_thread())
+                .worker_threads(
+                    options
+                        .worker_threads
+                        .unwrap_or_else(|| plugin.worker_threads())
+                        .max(1),
+                )
+                .thread_name("mantle-provider")
+                .enable_all()
+                .build()
+                .map_err(|e| CreateError::Startup(format!("runtime: {e}")))?;
         // The system's CA roots load on a short-lived thread of their own, not here (tls.rs);
         // only a provider that may speak TLS loads them before its first handshake.
         let verifier = crate::tls::platform_verifier();

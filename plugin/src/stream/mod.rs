@@ -20,6 +20,7 @@ pub mod queue;
 pub mod recover;
 pub mod responses;
 pub mod sse;
+pub mod wake;
 
 use std::{sync::Arc, time::Duration};
 
@@ -384,7 +385,7 @@ async fn read_capped(response: reqwest::Response, cap: usize) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
-async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQueue) {
+async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &Arc<EventQueue>) {
     let mut attempt = 0;
     // One recovery of each kind per stream; the URL a route refusal came from, for the error
     // if the other route refuses too.
@@ -497,7 +498,7 @@ async fn run(client: reqwest::Client, mut req: UpstreamRequest, queue: &EventQue
     }
 }
 
-async fn emit_error(queue: &EventQueue, req: &UpstreamRequest, mut e: StreamError) {
+async fn emit_error(queue: &Arc<EventQueue>, req: &UpstreamRequest, mut e: StreamError) {
     e.message = req.auth.scrub(&e.message);
     let _ = queue.push_event(Emitted::error(e)).await;
 }

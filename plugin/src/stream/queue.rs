@@ -20,12 +20,14 @@
 //! that is waiting); one pull at a time per stream.
 //!
 //! Wake-ups cost a system call and a thread switch each, so they are rationed: the task wakes
-//! the host only when a pull is waiting; a full queue wakes its task only once the host has
-//! drained it to half (then the task refills it), never once per read.
+//! the host only when a pull is waiting, and on a worker of the provider's runtime it owes
+//! that wake-up until the worker goes idle, so the chunks of one socket read reach the pull
+//! together ([`super::wake`]); a full queue wakes its task only once the host has drained it
+//! to half (then the task refills it), never once per read.
 
 use std::{
     collections::VecDeque,
-    sync::{Condvar, Mutex, MutexGuard, TryLockError},
+    sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError},
     time::{Duration, Instant},
 };
 
@@ -191,18 +193,22 @@ impl EventQueue {
     }
 
     /// Queues an event the task made (see [`Input::Event`]).
-    pub async fn push_event(&self, event: Emitted) -> Result<(), ConsumerGone> {
+    pub async fn push_event(self: &Arc<Self>, event: Emitted) -> Result<(), ConsumerGone> {
         self.push(Input::Event(event)).await
     }
 
-    /// Queues `input`, waiting while the queue is full; wakes a waiting pull. Fails once the
-    /// stream was cancelled.
-    pub async fn push(&self, input: Input) -> Result<(), ConsumerGone> {
+    /// Queues `input`, waiting while the queue is full; wakes a waiting pull (on a runtime
+    /// worker: owes it the wake-up, see [`super::wake`]). Fails once the stream was
+    /// cancelled.
+    pub async fn push(self: &Arc<Self>, input: Input) -> Result<(), ConsumerGone> {
+        super::wake::pay_stale();
         let mut input = Some(input);
         // The usual case: it fits at once, and no wake-up of this task needs registering
         // (that costs two locks of the `Notify` per read).
         self.offer(&mut input)?;
         while input.is_some() {
+            // The pull that would make room may be waiting for a wake-up this thread owes.
+            super::wake::pay_all();
             // Registered before the queue is looked at again, so a wake-up between the look
             // and the wait is not lost (one sent before it is kept by `Notify` as a permit).
             let notified = self.writable.notified();
@@ -218,7 +224,7 @@ impl EventQueue {
 
     /// Queues `input` if it fits (taking it, and waking a waiting pull); else marks the
     /// producer as waiting for room. Fails once the stream was cancelled.
-    fn offer(&self, input: &mut Option<Input>) -> Result<(), ConsumerGone> {
+    fn offer(self: &Arc<Self>, input: &mut Option<Input>) -> Result<(), ConsumerGone> {
         let wake_pull = {
             let mut s = self.lock();
             if s.cancelled.is_some() {
@@ -234,10 +240,15 @@ impl EventQueue {
                 false
             }
         };
-        if wake_pull {
-            self.readable.notify_one();
+        if wake_pull && !super::wake::owe(self) {
+            self.wake_pull();
         }
         Ok(())
+    }
+
+    /// Wakes the pull waiting on this queue, if one is.
+    pub(super) fn wake_pull(&self) {
+        self.readable.notify_one();
     }
 
     /// Marks the producer finished (called when the task ends or is dropped).
@@ -382,6 +393,12 @@ impl EventQueue {
         self.lock().terminal_delivered
     }
 
+    /// Whether a pull waits for a push now (for tests).
+    #[cfg(test)]
+    pub(super) fn pull_is_waiting(&self) -> bool {
+        self.lock().pull_waiting
+    }
+
     /// Inputs and bytes queued now (not counting what the pull side holds).
     pub fn queued(&self) -> (usize, usize) {
         let s = self.lock();
@@ -395,7 +412,7 @@ pub fn cancelled_event(reason: &str) -> Emitted {
 }
 
 /// Marks the producer done when the task ends, however it ends (an aborted task drops it).
-pub struct ProducerGuard(pub std::sync::Arc<EventQueue>);
+pub struct ProducerGuard(pub Arc<EventQueue>);
 
 impl Drop for ProducerGuard {
     fn drop(&mut self) {
@@ -460,7 +477,7 @@ mod tests {
     /// Pushes `inputs` in order from a future polled by hand; returns how many were queued
     /// before the first wait.
     fn poll_push<'a>(
-        queue: &'a EventQueue,
+        queue: &'a Arc<EventQueue>,
         inputs: Vec<Input>,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + 'a>> {
         Box::pin(async move {
@@ -471,7 +488,7 @@ mod tests {
     }
 
     /// Pushes `inputs`, which must all fit now.
-    fn push_now(queue: &EventQueue, inputs: Vec<Input>) {
+    fn push_now(queue: &Arc<EventQueue>, inputs: Vec<Input>) {
         assert!(poll_push(queue, inputs)
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()))
@@ -480,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_pull_decodes_every_queued_read_that_gives_no_event_waking_the_task_once() {
-        let queue = EventQueue::default();
+        let queue = Arc::new(EventQueue::default());
         let per_read = MAX_QUEUED_BYTES / 8;
         let (mut push, counter) = fill(&queue, || comment_chunk(per_read - INPUT_OVERHEAD_BYTES));
         let waker = Waker::from(counter.clone());
@@ -507,7 +524,7 @@ mod tests {
     /// counted) from a future polled by hand: seven fit beside the decoder (an eighth would pass
     /// the bound by the decoder's 64 bytes), so the push waits. Returns it and its wake count.
     fn fill(
-        queue: &EventQueue,
+        queue: &Arc<EventQueue>,
         read: impl Fn() -> Input,
     ) -> (
         std::pin::Pin<Box<dyn Future<Output = ()> + '_>>,
@@ -530,7 +547,7 @@ mod tests {
 
     #[test]
     fn the_task_is_woken_when_the_pulls_have_drained_half_the_bytes_not_before() {
-        let queue = EventQueue::default();
+        let queue = Arc::new(EventQueue::default());
         let per_read = MAX_QUEUED_BYTES / 8;
         let (mut push, counter) = fill(&queue, || delta_chunk(per_read));
         let waker = Waker::from(counter.clone());
@@ -559,7 +576,7 @@ mod tests {
 
     #[test]
     fn one_input_always_fits_an_empty_queue() {
-        let queue = EventQueue::default();
+        let queue = Arc::new(EventQueue::default());
         let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
@@ -586,7 +603,7 @@ mod tests {
             "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
         );
         for split in [1, 7, 64, sse.len()] {
-            let queue = EventQueue::default();
+            let queue = Arc::new(EventQueue::default());
             let mut inputs = vec![body(Route::OpenAi)];
             inputs.extend(
                 sse.as_bytes()
@@ -615,7 +632,7 @@ mod tests {
 
     #[test]
     fn a_batch_holds_at_most_max_events_and_the_rest_wait_for_the_next_pull() {
-        let queue = EventQueue::default();
+        let queue = Arc::new(EventQueue::default());
         let sse: String = (0..10).map(|i| chat_delta(&i.to_string())).collect();
         let inputs = vec![body(Route::OpenAi), Input::Chunk(sse.into())];
         push_now(&queue, inputs);
@@ -636,7 +653,7 @@ mod tests {
 
     #[test]
     fn a_stream_waiting_for_its_next_read_keeps_no_buffers() {
-        let queue = EventQueue::default();
+        let queue = Arc::new(EventQueue::default());
         let sse: String = (0..40).map(|i| chat_delta(&i.to_string())).collect();
         push_now(&queue, vec![body(Route::OpenAi), Input::Chunk(sse.into())]);
         assert!(queue.lock().inputs.capacity() > 0);
@@ -668,7 +685,7 @@ mod tests {
 
     #[test]
     fn a_cancel_drops_decoded_events_not_handed_yet() {
-        let queue = EventQueue::default();
+        let queue = Arc::new(EventQueue::default());
         let sse: String = (0..3).map(|i| chat_delta(&i.to_string())).collect();
         push_now(&queue, vec![body(Route::OpenAi), Input::Chunk(sse.into())]);
         let Ok(Poll::Event(first)) = queue.pull(Duration::ZERO) else {
@@ -685,7 +702,7 @@ mod tests {
 
     #[test]
     fn inputs_after_a_terminal_event_are_dropped() {
-        let queue = EventQueue::default();
+        let queue = Arc::new(EventQueue::default());
         let done = Emitted {
             event: StreamEvent::Done {
                 stop_reason: crate::stream::StopReason::Stop,
@@ -713,7 +730,7 @@ mod tests {
 
     #[test]
     fn a_body_without_its_decoder_is_an_internal_error() {
-        let queue = EventQueue::default();
+        let queue = Arc::new(EventQueue::default());
         push_now(&queue, vec![Input::Chunk("data: {}\n\n".into())]);
         let Ok(Poll::Event(e)) = queue.pull(Duration::ZERO) else {
             panic!("an event")

@@ -1,0 +1,317 @@
+//! Wake-ups of waiting pulls, owed by a runtime worker and paid when it goes idle.
+//!
+//! hyper hands a response body to its reader one chunk at a time, however many chunks one
+//! socket read brought (the local server writes 8 to 16 events per write, each its own
+//! chunk). Waking the host's pulling thread is a system call and a thread switch; paid per
+//! chunk, that is most of what a stream costs over a client reading on its own thread. So a
+//! push that finds a pull waiting, made on a worker of the provider's runtime, records the
+//! wake-up as owed to that queue instead, and the worker pays everything it owes just before
+//! it parks ([`on_worker_park`], the runtime's `on_thread_park`): by then it has run every task
+//! that was ready, so every chunk of the read is queued and the pull takes them in one batch.
+//!
+//! An owed wake-up waits at most [`MAX_OWED_AGE`] where the worker stays busy (it pays what is
+//! older at its next push, on any stream), a worker owes at most [`MAX_OWED_QUEUES`] queues,
+//! and a push that must wait for room pays first (the pull that makes the room may be the
+//! one owed). A worker's last act ([`on_worker_stop`]) pays the rest. Anywhere else (a thread
+//! that is not such a worker, as the queue's own unit tests), a wake-up is sent at once.
+
+use std::{
+    cell::{Cell, RefCell},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::queue::EventQueue;
+
+/// The longest a worker that keeps busy holds an owed wake-up (checked at its next push).
+pub const MAX_OWED_AGE: Duration = Duration::from_micros(50);
+
+/// The most queues one worker owes a wake-up at once; one more pays the others first.
+pub const MAX_OWED_QUEUES: usize = 16;
+
+thread_local! {
+    /// This thread is a runtime worker that calls [`on_worker_park`] before it parks.
+    static PAYS_AT_PARK: Cell<bool> = const { Cell::new(false) };
+    /// The queues this thread owes a wake-up, and since when it owes the oldest.
+    static OWED: RefCell<Owed> = const { RefCell::new(Owed { queues: Vec::new(), since: None }) };
+}
+
+struct Owed {
+    queues: Vec<Arc<EventQueue>>,
+    since: Option<Instant>,
+}
+
+impl Owed {
+    fn take(&mut self) -> Vec<Arc<EventQueue>> {
+        self.since = None;
+        std::mem::take(&mut self.queues)
+    }
+}
+
+/// Installs the hooks on a runtime's builder: its workers then defer wake-ups as above.
+pub fn install(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    builder
+        .on_thread_park(on_worker_park)
+        .on_thread_stop(on_worker_stop)
+}
+
+/// The worker is about to park: it pays what it owes (and may defer from now on).
+pub fn on_worker_park() {
+    PAYS_AT_PARK.set(true);
+    pay_all();
+}
+
+/// The worker's thread ends: it pays what it owes, and defers no more.
+pub fn on_worker_stop() {
+    PAYS_AT_PARK.set(false);
+    pay_all();
+}
+
+/// Owes `queue` a wake-up if this thread pays at park; false where it must be sent now.
+pub(super) fn owe(queue: &Arc<EventQueue>) -> bool {
+    if !PAYS_AT_PARK.get() {
+        return false;
+    }
+    let full = OWED.with_borrow(|owed| owed.queues.len() >= MAX_OWED_QUEUES);
+    if full {
+        pay_all();
+    }
+    OWED.with_borrow_mut(|owed| {
+        owed.since.get_or_insert_with(Instant::now);
+        owed.queues.push(queue.clone());
+    });
+    true
+}
+
+/// Pays what this thread owes if the oldest is older than [`MAX_OWED_AGE`] (called at every
+/// push: a busy worker still pays within about that).
+pub(super) fn pay_stale() {
+    let stale = OWED.with_borrow(|owed| owed.since.is_some_and(|t| t.elapsed() >= MAX_OWED_AGE));
+    if stale {
+        pay_all();
+    }
+}
+
+/// Pays everything this thread owes.
+pub(super) fn pay_all() {
+    // Taken out first: a wake-up runs no code of ours, but the list must not be borrowed
+    // while queues are locked.
+    let queues = OWED.with_borrow_mut(Owed::take);
+    for queue in queues {
+        queue.wake_pull();
+    }
+}
+
+/// Wake-ups this thread owes now (for tests).
+pub fn owed_now() -> usize {
+    OWED.with_borrow(|owed| owed.queues.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        auth::Authorization,
+        secret::Secret,
+        stream::{
+            body::BodyDecoder,
+            queue::{Batch, Input, MAX_QUEUED_BYTES},
+            Emitted, Route, StreamEvent,
+        },
+    };
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A one-worker runtime with the hooks, its worker parked once (so it defers).
+    fn runtime() -> tokio::runtime::Runtime {
+        let runtime = install(tokio::runtime::Builder::new_multi_thread().worker_threads(1))
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            tokio::spawn(tokio::time::sleep(Duration::from_millis(10)))
+                .await
+                .unwrap()
+        });
+        runtime
+    }
+
+    fn body() -> Input {
+        Input::Body(Box::new(BodyDecoder::new(
+            Route::OpenAi,
+            false,
+            Authorization::Bearer(Secret::new("bedrock-api-key-0123456789")),
+        )))
+    }
+
+    fn delta(text: &str) -> Input {
+        let line = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n");
+        Input::Chunk(line.into_bytes().into())
+    }
+
+    /// A host thread that pulls one batch (waiting up to 60 s, longer than any bound below): the texts of its deltas, and
+    /// whether `marker` was set when the pull returned. Returns once the pull waits.
+    fn pull_in_background(
+        queue: &Arc<EventQueue>,
+        marker: &Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<(Vec<String>, bool, Duration)> {
+        let (pulled, marker) = (queue.clone(), marker.clone());
+        let host = std::thread::spawn(move || {
+            let mut out: Vec<Emitted> = Vec::new();
+            let start = Instant::now();
+            let batch = pulled
+                .pull_batch(Duration::from_secs(60), 256, &mut out)
+                .unwrap();
+            let marked = marker.load(Ordering::SeqCst);
+            assert_eq!(batch, Batch::Events);
+            let texts = out
+                .into_iter()
+                .filter_map(|e| match e.event {
+                    StreamEvent::TextDelta { text } => Some(text),
+                    StreamEvent::Start { .. } => None,
+                    other => panic!("not a text delta: {other:?}"),
+                })
+                .collect();
+            (texts, marked, start.elapsed())
+        });
+        let start = Instant::now();
+        while !queue.pull_is_waiting() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the pull never waited"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        host
+    }
+
+    #[test]
+    fn a_wake_up_owed_by_a_worker_is_paid_when_it_parks_so_the_pull_takes_the_whole_burst() {
+        let runtime = runtime();
+        let queue = Arc::new(EventQueue::default());
+        let task_ended = Arc::new(AtomicBool::new(false));
+        let host = pull_in_background(&queue, &task_ended);
+        let (q, ended) = (queue.clone(), task_ended.clone());
+        runtime.block_on(async {
+            tokio::spawn(async move {
+                q.push(body()).await.unwrap();
+                for text in ["a", "b", "c"] {
+                    q.push(delta(text)).await.unwrap();
+                }
+                assert_eq!(owed_now(), 1, "one wake-up owed, not sent");
+                // The worker stays busy (no park, no push): the pull is not woken meanwhile.
+                std::thread::sleep(Duration::from_millis(30));
+                ended.store(true, Ordering::SeqCst);
+            })
+            .await
+            .unwrap()
+        });
+        let (texts, woken_after_the_task, waited) = host.join().unwrap();
+        assert_eq!(texts, ["a", "b", "c"], "the three reads in one batch");
+        assert!(woken_after_the_task, "woken when the worker parked");
+        assert!(
+            waited < Duration::from_secs(30),
+            "woken by the park, not by the pull's timeout"
+        );
+    }
+
+    #[test]
+    fn a_busy_worker_pays_an_owed_wake_up_at_its_next_push_once_it_is_older_than_the_bound() {
+        let runtime = runtime();
+        let queue = Arc::new(EventQueue::default());
+        let late_push_done = Arc::new(AtomicBool::new(false));
+        let host = pull_in_background(&queue, &late_push_done);
+        let (q, done) = (queue.clone(), late_push_done.clone());
+        let host_returned = runtime.block_on(async {
+            tokio::spawn(async move {
+                q.push(body()).await.unwrap();
+                q.push(delta("a")).await.unwrap();
+                std::thread::sleep(MAX_OWED_AGE * 20);
+                // This push finds the owed wake-up stale and pays it.
+                q.push(delta("b")).await.unwrap();
+                done.store(true, Ordering::SeqCst);
+                // The worker stays busy until the pull returns (at most 5 s): only the
+                // push above can have woken it.
+                let start = Instant::now();
+                while !host.is_finished() && start.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                host
+            })
+            .await
+            .unwrap()
+        });
+        assert!(
+            host_returned.is_finished(),
+            "the pull was not woken while the worker was busy"
+        );
+        let (texts, after_the_late_push, _) = host_returned.join().unwrap();
+        assert_eq!(texts, ["a", "b"]);
+        assert!(after_the_late_push);
+    }
+
+    #[test]
+    fn a_push_that_must_wait_for_room_pays_what_its_worker_owes_first() {
+        let runtime = runtime();
+        let queue = Arc::new(EventQueue::default());
+        let never = Arc::new(AtomicBool::new(false));
+        let host = pull_in_background(&queue, &never);
+        let pushed = Arc::new(AtomicBool::new(false));
+        let (q, p) = (queue.clone(), pushed);
+        runtime.block_on(async move {
+            // A task that keeps the worker from parking (it yields, which is no park) until
+            // the push below is done, for at most 5 s.
+            let spinner = {
+                let pushed = p.clone();
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    while !pushed.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(5)
+                    {
+                        tokio::task::yield_now().await;
+                    }
+                    pushed.load(Ordering::SeqCst)
+                })
+            };
+            tokio::spawn(async move {
+                q.push(body()).await.unwrap();
+                // Does not fit beside the decoder: the push waits for the pull, which is
+                // woken only by what this worker owes.
+                let big = format!(": {}\n", "x".repeat(MAX_QUEUED_BYTES));
+                q.push(Input::Chunk(big.into_bytes().into())).await.unwrap();
+                q.push(delta("a")).await.unwrap();
+                p.store(true, Ordering::SeqCst);
+            })
+            .await
+            .unwrap();
+            assert!(
+                spinner.await.unwrap(),
+                "the push waited for room while its worker was kept busy"
+            );
+        });
+        let (texts, _, _) = host.join().unwrap();
+        assert_eq!(texts, ["a"]);
+    }
+
+    #[test]
+    fn off_a_worker_that_parks_with_the_hook_a_wake_up_is_sent_at_once() {
+        let queue = Arc::new(EventQueue::default());
+        let never = Arc::new(AtomicBool::new(false));
+        let host = pull_in_background(&queue, &never);
+        // A runtime without the hooks: its workers never owe.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let q = queue.clone();
+        runtime.block_on(async move {
+            q.push(body()).await.unwrap();
+            q.push(delta("a")).await.unwrap();
+            assert_eq!(owed_now(), 0);
+            // Busy (no return to the caller) until the pull returns, for at most 5 s.
+            let start = Instant::now();
+            while !host.is_finished() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let (texts, _, _) = host.join().unwrap();
+            assert_eq!(texts, ["a"]);
+        });
+    }
+}
