@@ -84,18 +84,48 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, FfiError>) -> Result<T
     }
 }
 
-/// Installs a stderr log subscriber when `MANTLE_PROVIDER_LOG` is set (e.g. `debug`).
+/// Installs a stderr log subscriber when `MANTLE_PROVIDER_LOG` is set: comma-separated
+/// `level` or `target=level` directives (e.g. `debug` or `warn,mantle_provider=trace`).
 /// The plugin has its own copy of `tracing`, so the host's subscriber does not see its logs.
 fn init_logging() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if let Ok(filter) = std::env::var("MANTLE_PROVIDER_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::stderr)
-                .try_init();
+            install_log_subscriber(&filter);
         }
     });
+}
+
+/// The stderr subscriber for a `MANTLE_PROVIDER_LOG` value (see [`log_filter`]); a value
+/// that does not parse logs warnings, and says so.
+fn install_log_subscriber(value: &str) {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+    let (targets, refused) = log_filter(value);
+    let installed = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .finish()
+        .with(targets)
+        .try_init()
+        .is_ok();
+    if let (true, Some(e)) = (installed, refused) {
+        tracing::warn!(error = %e, "MANTLE_PROVIDER_LOG is not a list of [target=]level directives; logging warnings only");
+    }
+}
+
+/// The filter a `MANTLE_PROVIDER_LOG` value asks for, or warnings only and why not. `Targets`
+/// rather than `EnvFilter`: no span or field directives, and no regex engine in the library
+/// (about half a MiB of what every load copies).
+fn log_filter(
+    value: &str,
+) -> (
+    tracing_subscriber::filter::Targets,
+    Option<tracing_subscriber::filter::ParseError>,
+) {
+    use tracing_subscriber::filter::Targets;
+    match value.parse::<Targets>() {
+        Ok(targets) => (targets, None),
+        Err(e) => (Targets::new().with_default(tracing::Level::WARN), Some(e)),
+    }
 }
 
 /// Creates a provider and registers it.
@@ -281,5 +311,31 @@ pub fn stream_close(id: u64) -> Result<(), FfiError> {
             ErrorCode::InvalidHandle,
             format!("stream handle {id} is unknown or closed"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn the_log_filter_takes_levels_and_target_directives_and_refuses_the_rest() {
+        let (all_debug, refused) = log_filter("debug");
+        assert!(refused.is_none());
+        assert!(all_debug.would_enable("mantle_provider::stream", &Level::DEBUG));
+        assert!(!all_debug.would_enable("mantle_provider::stream", &Level::TRACE));
+
+        let (mixed, refused) = log_filter("warn,mantle_provider=trace");
+        assert!(refused.is_none());
+        assert!(mixed.would_enable("mantle_provider::auth", &Level::TRACE));
+        assert!(mixed.would_enable("hyper", &Level::WARN));
+        assert!(!mixed.would_enable("hyper", &Level::INFO));
+
+        // Span and field directives are EnvFilter's, not ours: warnings only, and the error.
+        let (fallback, refused) = log_filter("mantle_provider[stream{id=1}]=debug");
+        assert!(refused.is_some());
+        assert!(fallback.would_enable("mantle_provider", &Level::WARN));
+        assert!(!fallback.would_enable("mantle_provider", &Level::INFO));
     }
 }
