@@ -148,20 +148,24 @@ mod tests {
         Input::Chunk(line.into_bytes().into())
     }
 
-    /// A host thread that pulls one batch (waiting up to 60 s, longer than any bound below): the texts of its deltas, and
-    /// whether `marker` was set when the pull returned. Returns once the pull waits.
-    fn pull_in_background(
-        queue: &Arc<EventQueue>,
-        marker: &Arc<AtomicBool>,
-    ) -> std::thread::JoinHandle<(Vec<String>, bool, Duration)> {
-        let (pulled, marker) = (queue.clone(), marker.clone());
+    /// The pull's outcome: the texts of its deltas, whether the marker was set when it
+    /// returned, and how long it waited.
+    type Pulled = std::thread::JoinHandle<(Vec<String>, bool, Duration)>;
+
+    /// A queue and a host thread that pulls one batch from it (waiting up to 60 s, longer
+    /// than any bound below), with the marker it reads when the pull returns. Returns once
+    /// the pull waits.
+    fn waiting_pull() -> (Arc<EventQueue>, Arc<AtomicBool>, Pulled) {
+        let queue = Arc::new(EventQueue::default());
+        let marker = Arc::new(AtomicBool::new(false));
+        let (pulled, marked_at_return) = (queue.clone(), marker.clone());
         let host = std::thread::spawn(move || {
             let mut out: Vec<Emitted> = Vec::new();
             let start = Instant::now();
             let batch = pulled
                 .pull_batch(Duration::from_secs(60), 256, &mut out)
                 .unwrap();
-            let marked = marker.load(Ordering::SeqCst);
+            let marked = marked_at_return.load(Ordering::SeqCst);
             assert_eq!(batch, Batch::Events);
             let texts = out
                 .into_iter()
@@ -181,16 +185,22 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        host
+        (queue, marker, host)
+    }
+
+    /// Keeps this thread (a worker, in the tests) busy until the pull returned, at most 5 s.
+    fn busy_until_returned(host: &Pulled) {
+        let start = Instant::now();
+        while !host.is_finished() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]
     fn a_wake_up_owed_by_a_worker_is_paid_when_it_parks_so_the_pull_takes_the_whole_burst() {
         let runtime = runtime();
-        let queue = Arc::new(EventQueue::default());
-        let task_ended = Arc::new(AtomicBool::new(false));
-        let host = pull_in_background(&queue, &task_ended);
-        let (q, ended) = (queue.clone(), task_ended.clone());
+        let (queue, task_ended, host) = waiting_pull();
+        let (q, ended) = (queue.clone(), task_ended);
         runtime.block_on(async {
             tokio::spawn(async move {
                 q.push(body()).await.unwrap();
@@ -217,10 +227,8 @@ mod tests {
     #[test]
     fn a_busy_worker_pays_an_owed_wake_up_at_its_next_push_once_it_is_older_than_the_bound() {
         let runtime = runtime();
-        let queue = Arc::new(EventQueue::default());
-        let late_push_done = Arc::new(AtomicBool::new(false));
-        let host = pull_in_background(&queue, &late_push_done);
-        let (q, done) = (queue.clone(), late_push_done.clone());
+        let (queue, late_push_done, host) = waiting_pull();
+        let (q, done) = (queue.clone(), late_push_done);
         let host_returned = runtime.block_on(async {
             tokio::spawn(async move {
                 q.push(body()).await.unwrap();
@@ -231,10 +239,7 @@ mod tests {
                 done.store(true, Ordering::SeqCst);
                 // The worker stays busy until the pull returns (at most 5 s): only the
                 // push above can have woken it.
-                let start = Instant::now();
-                while !host.is_finished() && start.elapsed() < Duration::from_secs(5) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                busy_until_returned(&host);
                 host
             })
             .await
@@ -252,9 +257,7 @@ mod tests {
     #[test]
     fn a_push_that_must_wait_for_room_pays_what_its_worker_owes_first() {
         let runtime = runtime();
-        let queue = Arc::new(EventQueue::default());
-        let never = Arc::new(AtomicBool::new(false));
-        let host = pull_in_background(&queue, &never);
+        let (queue, _, host) = waiting_pull();
         let pushed = Arc::new(AtomicBool::new(false));
         let (q, p) = (queue.clone(), pushed);
         runtime.block_on(async move {
@@ -293,9 +296,7 @@ mod tests {
 
     #[test]
     fn off_a_worker_that_parks_with_the_hook_a_wake_up_is_sent_at_once() {
-        let queue = Arc::new(EventQueue::default());
-        let never = Arc::new(AtomicBool::new(false));
-        let host = pull_in_background(&queue, &never);
+        let (queue, _, host) = waiting_pull();
         // A runtime without the hooks: its workers never owe.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -305,11 +306,8 @@ mod tests {
             q.push(body()).await.unwrap();
             q.push(delta("a")).await.unwrap();
             assert_eq!(owed_now(), 0);
-            // Busy (no return to the caller) until the pull returns, for at most 5 s.
-            let start = Instant::now();
-            while !host.is_finished() && start.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            // Busy (no return to the caller) until the pull returns.
+            busy_until_returned(&host);
             let (texts, _, _) = host.join().unwrap();
             assert_eq!(texts, ["a"]);
         });
