@@ -295,6 +295,31 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_owes_at_most_the_cap_and_a_stopping_worker_pays_and_owes_no_more() {
+        // This test's thread plays a worker that has parked once.
+        on_worker_park();
+        let queues: Vec<_> = (0..=MAX_OWED_QUEUES)
+            .map(|_| Arc::new(EventQueue::default()))
+            .collect();
+        for queue in &queues[..MAX_OWED_QUEUES] {
+            assert!(owe(queue));
+        }
+        assert_eq!(owed_now(), MAX_OWED_QUEUES);
+        // One more pays the others first.
+        assert!(owe(&queues[MAX_OWED_QUEUES]));
+        assert_eq!(owed_now(), 1);
+        // A park pays everything.
+        on_worker_park();
+        assert_eq!(owed_now(), 0);
+        // So does the thread's end; after it nothing is owed, every wake-up is sent.
+        assert!(owe(&queues[0]));
+        on_worker_stop();
+        assert_eq!(owed_now(), 0);
+        assert!(!owe(&queues[0]));
+        assert_eq!(owed_now(), 0);
+    }
+
+    #[test]
     fn off_a_worker_that_parks_with_the_hook_a_wake_up_is_sent_at_once() {
         let (queue, _, host) = waiting_pull();
         // A runtime without the hooks: its workers never owe.
