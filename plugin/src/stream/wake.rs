@@ -3,11 +3,12 @@
 //! hyper hands a response body to its reader one chunk at a time, however many chunks one
 //! socket read brought (the local server writes 8 to 16 events per write, each its own
 //! chunk). Waking the host's pulling thread is a system call and a thread switch; paid per
-//! chunk, that is most of what a stream costs over a client reading on its own thread. So a
-//! push that finds a pull waiting, made on a worker of the provider's runtime, records the
-//! wake-up as owed to that queue instead, and the worker pays everything it owes just before
-//! it parks ([`on_worker_park`], the runtime's `on_thread_park`): by then it has run every task
-//! that was ready, so every chunk of the read is queued and the pull takes them in one batch.
+//! chunk, it gave a bench run against the local server 1153 voluntary context switches, 392
+//! once owed as below (a client reading on its own thread: 130). So a push that finds a pull
+//! waiting, made on a worker of the provider's runtime, records the wake-up as owed to that
+//! queue instead, and the worker pays everything it owes just before it parks
+//! ([`on_worker_park`], the runtime's `on_thread_park`): by then it has run every task that
+//! was ready, so every chunk of the read is queued and the pull takes them in one batch.
 //!
 //! An owed wake-up waits at most [`MAX_OWED_AGE`] where the worker stays busy (it pays what is
 //! older at its next push, on any stream), a worker owes at most [`MAX_OWED_QUEUES`] queues,
@@ -94,8 +95,8 @@ pub(super) fn pay_stale() {
 
 /// Pays everything this thread owes.
 pub(super) fn pay_all() {
-    // Taken out first: a wake-up runs no code of ours, but the list must not be borrowed
-    // while queues are locked.
+    // Taken out first, so nothing runs while the list is borrowed (the last reference to a
+    // queue may be among them: dropping it frees the stream's buffers).
     let queues = OWED.with_borrow_mut(Owed::take);
     for queue in queues {
         queue.wake_pull();
