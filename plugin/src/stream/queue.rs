@@ -421,7 +421,7 @@ impl Drop for ProducerGuard {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::{
         auth::Authorization,
@@ -462,7 +462,8 @@ mod tests {
         Input::Chunk(line.into())
     }
 
-    fn body(route: Route) -> Input {
+    /// The decoder input for a body of `route`.
+    pub(in crate::stream) fn body(route: Route) -> Input {
         Input::Body(Box::new(BodyDecoder::new(
             route,
             false,
@@ -470,7 +471,8 @@ mod tests {
         )))
     }
 
-    fn chat_delta(text: &str) -> String {
+    /// One Chat Completions SSE event carrying `text`.
+    pub(in crate::stream) fn chat_delta(text: &str) -> String {
         format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n")
     }
 

@@ -7,13 +7,13 @@
 //! once owed as below (a client reading on its own thread: 130). So a push that finds a pull
 //! waiting, made on a worker of the provider's runtime, records the wake-up as owed to that
 //! queue instead, and the worker pays everything it owes just before it parks
-//! ([`on_worker_park`], the runtime's `on_thread_park`): by then it has run every task that
+//! (`on_worker_park`, the runtime's `on_thread_park`): by then it has run every task that
 //! was ready, so every chunk of the read is queued and the pull takes them in one batch.
 //!
 //! An owed wake-up waits at most [`MAX_OWED_AGE`] where the worker stays busy (it pays what is
 //! older at its next push, on any stream), a worker owes at most [`MAX_OWED_QUEUES`] queues,
 //! and a push that must wait for room pays first (the pull that makes the room may be the
-//! one owed). A worker's last act ([`on_worker_stop`]) pays the rest. Anywhere else (a thread
+//! one owed). A worker's last act (`on_worker_stop`) pays the rest. Anywhere else (a thread
 //! that is not such a worker, as the queue's own unit tests), a wake-up is sent at once.
 
 use std::{
@@ -57,13 +57,13 @@ pub fn install(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Bu
 }
 
 /// The worker is about to park: it pays what it owes (and may defer from now on).
-pub fn on_worker_park() {
+fn on_worker_park() {
     PAYS_AT_PARK.set(true);
     pay_all();
 }
 
 /// The worker's thread ends: it pays what it owes, and defers no more.
-pub fn on_worker_stop() {
+fn on_worker_stop() {
     PAYS_AT_PARK.set(false);
     pay_all();
 }
@@ -104,21 +104,17 @@ pub(super) fn pay_all() {
 }
 
 /// Wake-ups this thread owes now (for tests).
-pub fn owed_now() -> usize {
+#[cfg(test)]
+fn owed_now() -> usize {
     OWED.with_borrow(|owed| owed.queues.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        auth::Authorization,
-        secret::Secret,
-        stream::{
-            body::BodyDecoder,
-            queue::{Batch, Input, MAX_QUEUED_BYTES},
-            Emitted, Route, StreamEvent,
-        },
+    use crate::stream::{
+        queue::{tests as queue_tests, Batch, Input, MAX_QUEUED_BYTES},
+        Emitted, Route, StreamEvent,
     };
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -137,16 +133,11 @@ mod tests {
     }
 
     fn body() -> Input {
-        Input::Body(Box::new(BodyDecoder::new(
-            Route::OpenAi,
-            false,
-            Authorization::Bearer(Secret::new("bedrock-api-key-0123456789")),
-        )))
+        queue_tests::body(Route::OpenAi)
     }
 
     fn delta(text: &str) -> Input {
-        let line = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n");
-        Input::Chunk(line.into_bytes().into())
+        Input::Chunk(queue_tests::chat_delta(text).into())
     }
 
     /// The pull's outcome: the texts of its deltas, whether the marker was set when it
