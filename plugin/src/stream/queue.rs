@@ -27,9 +27,13 @@
 
 use std::{
     collections::VecDeque,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError},
     time::{Duration, Instant},
 };
+
+use futures_util::future::Either;
 
 use super::{body::BodyDecoder, Emitted, Poll};
 use crate::errors::{ErrorKind, StreamError};
@@ -56,6 +60,12 @@ pub enum Batch {
     /// The terminal event was already delivered.
     Finished,
 }
+
+/// What [`EventQueue::push`] returns: done already, or the boxed wait for room.
+pub type Push<'a> = Either<
+    std::future::Ready<Result<(), ConsumerGone>>,
+    Pin<Box<dyn Future<Output = Result<(), ConsumerGone>> + Send + 'a>>,
+>;
 
 /// The consumer is gone (cancelled or dropped): the task should stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,19 +203,33 @@ impl EventQueue {
     }
 
     /// Queues an event the task made (see [`Input::Event`]).
-    pub async fn push_event(self: &Arc<Self>, event: Emitted) -> Result<(), ConsumerGone> {
-        self.push(Input::Event(event)).await
+    pub fn push_event(self: &Arc<Self>, event: Emitted) -> Push<'_> {
+        self.push(Input::Event(event))
     }
 
     /// Queues `input`, waiting while the queue is full; wakes a waiting pull (on a runtime
     /// worker: owes it the wake-up, see [`super::wake`]). Fails once the stream was
     /// cancelled.
-    pub async fn push(self: &Arc<Self>, input: Input) -> Result<(), ConsumerGone> {
+    ///
+    /// Not an `async fn`: the usual case (it fits) queues at once, on the call, and only a
+    /// wait for room is a future of its own, boxed. A full queue is the rare case (the task
+    /// is woken once the host drained half of it), so a stream's task carries a few bytes
+    /// for its pushes instead of the wait's state, for as long as the stream is open.
+    pub fn push(self: &Arc<Self>, input: Input) -> Push<'_> {
         super::wake::pay_stale();
         let mut input = Some(input);
-        // The usual case: it fits at once, and no wake-up of this task needs registering
-        // (that costs two locks of the `Notify` per read).
-        self.offer(&mut input)?;
+        // No wake-up of this task needs registering when it fits (that costs two locks of the
+        // `Notify` per read).
+        let offered = self.offer(&mut input);
+        match (offered, input) {
+            (Ok(()), Some(input)) => Either::Right(Box::pin(self.wait_for_room(input))),
+            (offered, _) => Either::Left(std::future::ready(offered)),
+        }
+    }
+
+    /// Waits until `input` fits, then queues it (see [`EventQueue::push`]).
+    async fn wait_for_room(self: &Arc<Self>, input: Input) -> Result<(), ConsumerGone> {
+        let mut input = Some(input);
         while input.is_some() {
             // The pull that would make room may be waiting for a wake-up this thread owes.
             super::wake::pay_all();
