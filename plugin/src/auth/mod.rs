@@ -259,20 +259,29 @@ impl Auth {
         if self.mode == AuthMode::SigV4 {
             return None;
         }
+        let from_env = |name: &str| non_blank((self.env)(name)).map(Secret::new);
         let found = match &self.api_key {
             Some(ApiKeySetting::Literal(s)) => {
-                non_blank(Some(s.expose().to_string())).map(|t| (t, TokenSource::Config))
+                let trimmed = s.expose().trim();
+                // The configured secret itself, shared, when there is nothing to trim (the
+                // usual case): every stream keeps its token, and a copy each would cost
+                // every open stream the token's length again.
+                let token = match trimmed.len() {
+                    0 => None,
+                    n if n == s.expose().len() => Some(s.clone()),
+                    _ => Some(Secret::new(trimmed)),
+                };
+                token.map(|t| (t, TokenSource::Config))
             }
             Some(ApiKeySetting::Env(name)) => {
-                non_blank((self.env)(name)).map(|t| (t, TokenSource::ConfigEnv(name.clone())))
+                from_env(name).map(|t| (t, TokenSource::ConfigEnv(name.clone())))
             }
             None => None,
         };
-        let found =
-            found.or_else(|| non_blank((self.env)(BEARER_ENV)).map(|t| (t, TokenSource::Env)));
-        found.map(|(t, source)| ResolvedToken {
-            identity: key_identity(&t),
-            token: Secret::new(t),
+        let found = found.or_else(|| from_env(BEARER_ENV).map(|t| (t, TokenSource::Env)));
+        found.map(|(token, source)| ResolvedToken {
+            identity: key_identity(token.expose()),
+            token,
             expires_at: None,
             source,
         })
@@ -516,6 +525,22 @@ mod tests {
         assert!(auth(None, env_of(vec![(BEARER_ENV, "  ")]))
             .explicit_token()
             .is_none());
+    }
+
+    #[test]
+    fn a_literal_key_is_shared_by_every_resolve_not_copied() {
+        let key = Secret::new("bedrock-api-key-shared");
+        let a = auth(Some(ApiKeySetting::Literal(key.clone())), env_of(vec![]));
+        let (first, second) = (a.explicit_token().unwrap(), a.explicit_token().unwrap());
+        // Every open stream keeps its token: one copy each would cost each its length.
+        assert!(std::ptr::eq(first.token.expose(), key.expose()));
+        assert!(std::ptr::eq(second.token.expose(), key.expose()));
+        // A key with blanks around it is still trimmed (then it is a copy).
+        let padded = auth(
+            Some(ApiKeySetting::Literal(Secret::new(" k1 "))),
+            env_of(vec![]),
+        );
+        assert_eq!(padded.explicit_token().unwrap().token.expose(), "k1");
     }
 
     #[test]

@@ -54,6 +54,13 @@ const SURFACES: [(&str, &str, &str); 3] = [
     ("openai-responses", "openai.gpt-5.5", "/openai/v1/responses"),
 ];
 
+/// The bearer token both readers send: as long as a minted Bedrock token (the 648 bytes of
+/// `bedrock-token-vectors.json` vector 1), so what a stream keeps of its token is counted.
+fn bench_key() -> String {
+    let prefix = "bedrock-api-key-";
+    format!("{prefix}{}", "x".repeat(648 - prefix.len()))
+}
+
 /// Text deltas per memory-speed stream (one character each).
 fn memory_deltas(quick: bool) -> usize {
     if quick {
@@ -76,6 +83,20 @@ fn cpu_time() -> Duration {
 }
 
 /// Resident set size of this process, in KiB.
+/// Heap bytes in use, all malloc arenas (glibc's `mallinfo2`): what the process allocated and
+/// has not freed, without RSS's page granularity.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_bytes() -> Option<u64> {
+    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    Some((info.uordblks + info.hblkhd) as u64)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_bytes() -> Option<u64> {
+    None
+}
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -263,7 +284,7 @@ fn direct(
 async fn post(client: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
     let response = client
         .post(url)
-        .header("authorization", "Bearer bench")
+        .header("authorization", format!("Bearer {}", bench_key()))
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -416,7 +437,7 @@ fn first_event_latency(
 }
 
 /// Child process: opens `count` streams with `reader` against a local server whose streams stay
-/// open, and prints the RSS growth per stream in bytes.
+/// open, and prints the RSS growth and the heap growth per stream in bytes (see [`Growth`]).
 fn rss_child(reader: &str, count: usize) {
     raise_fd_limit();
     let server = MockMantle::start(None).unwrap();
@@ -426,7 +447,7 @@ fn rss_child(reader: &str, count: usize) {
     match reader {
         "plugin" => {
             let plugin = Plugin::load(std::env::var("MANTLE_BENCH_PLUGIN").unwrap()).unwrap();
-            let config = json!({"baseUrl": server.base_url(), "apiKey": "bench"}).to_string();
+            let config = json!({"baseUrl": server.base_url(), "apiKey": bench_key()}).to_string();
             let provider = plugin.create_provider("", &config).unwrap();
             // Warm up: one stream, so runtime and client start-up are not counted.
             let mut warm = provider
@@ -434,7 +455,7 @@ fn rss_child(reader: &str, count: usize) {
                 .unwrap();
             warm.next(Duration::from_secs(30)).unwrap();
             drop(warm);
-            let before = rss_kib();
+            let before = Growth::start();
             let mut streams = Vec::with_capacity(count);
             for _ in 0..count {
                 let mut s = provider
@@ -444,7 +465,7 @@ fn rss_child(reader: &str, count: usize) {
                 assert!(s.next(Duration::from_secs(60)).unwrap().is_some());
                 streams.push(s);
             }
-            println!("{}", (rss_kib() - before) * 1024 / count as u64);
+            before.print_per(count);
             drop(streams);
         }
         _ => {
@@ -464,9 +485,9 @@ fn rss_child(reader: &str, count: usize) {
                 })
             };
             drop(open(1));
-            let before = rss_kib();
+            let before = Growth::start();
             let held = open(count);
-            println!("{}", (rss_kib() - before) * 1024 / count as u64);
+            before.print_per(count);
             drop(held);
         }
     }
@@ -495,7 +516,33 @@ fn raise_fd_limit() {
     }
 }
 
-fn rss_per_stream(plugin: &Path, reader: &str, count: usize) -> u64 {
+/// RSS and heap in use when a measurement starts.
+struct Growth {
+    rss_kib: u64,
+    heap: Option<u64>,
+}
+
+impl Growth {
+    fn start() -> Self {
+        Growth {
+            rss_kib: rss_kib(),
+            heap: heap_bytes(),
+        }
+    }
+
+    /// Prints the growth since `start` per stream, in bytes: RSS, then heap (`-` unknown).
+    fn print_per(&self, count: usize) {
+        let rss = (rss_kib() - self.rss_kib) * 1024 / count as u64;
+        let heap = match (self.heap, heap_bytes()) {
+            (Some(before), Some(now)) => (now.saturating_sub(before) / count as u64).to_string(),
+            _ => "-".into(),
+        };
+        println!("{rss} {heap}");
+    }
+}
+
+/// Runs one RSS child: RSS and heap growth per stream in bytes (heap `None` where unknown).
+fn rss_per_stream(plugin: &Path, reader: &str, count: usize) -> (u64, Option<u64>) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--rss-child", reader, &count.to_string()])
         .env("MANTLE_BENCH_PLUGIN", plugin)
@@ -506,7 +553,10 @@ fn rss_per_stream(plugin: &Path, reader: &str, count: usize) -> u64 {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    let out = String::from_utf8_lossy(&out.stdout);
+    let mut fields = out.split_whitespace();
+    let rss = fields.next().unwrap().parse().unwrap();
+    (rss, fields.next().and_then(|h| h.parse().ok()))
 }
 
 /// Drops `file` into `dir` as `name` the way a deployment should: copied beside it under a
@@ -527,7 +577,7 @@ fn drop_in(file: &Path, dir: &Path, name: &str) -> Instant {
 /// provider. Returns the samples in order.
 fn cut_over(v1: &Path, v2: &Path, samples: usize) -> Vec<Duration> {
     let server = MockMantle::start(None).unwrap();
-    let config = json!({"baseUrl": server.base_url(), "apiKey": "bench"}).to_string();
+    let config = json!({"baseUrl": server.base_url(), "apiKey": bench_key()}).to_string();
     let dir = std::env::temp_dir().join(format!("mantle-bench-cut-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -597,8 +647,9 @@ fn main() {
     // Load + create: each load maps a fresh copy, as a new version would.
     let mut loads = Vec::new();
     let mut creates = Vec::new();
-    let config_for =
-        |origin: &str| json!({"baseUrl": format!("{origin}/v1"), "apiKey": "bench"}).to_string();
+    let config_for = |origin: &str| {
+        json!({"baseUrl": format!("{origin}/v1"), "apiKey": bench_key()}).to_string()
+    };
     for _ in 0..if quick { 3 } else { 10 } {
         let start = Instant::now();
         let plugin = Plugin::load(&plugin_file).unwrap();
@@ -757,18 +808,24 @@ fn main() {
     load_table(&loads, &creates, quick);
 }
 
-/// RSS per open stream, plugin against direct, at 1,000 and 5,000 open streams.
+/// RSS per open stream, plugin against direct, at 1,000 and 5,000 open streams; and the heap
+/// in use per stream (the same growth without page granularity: what tells where RSS went).
 fn rss_table(plugin_file: &Path) {
     println!();
-    println!("| open streams | RSS per stream, direct | RSS per stream, plugin | plugin/direct |");
-    println!("| --- | --- | --- | --- |");
+    println!("| open streams | RSS per stream, direct | RSS per stream, plugin | plugin/direct | heap per stream, direct / plugin |");
+    println!("| --- | --- | --- | --- | --- |");
+    let kib = |bytes: u64| bytes as f64 / 1024.0;
     for count in [1_000, 5_000] {
-        let d = rss_per_stream(plugin_file, "direct", count);
-        let p = rss_per_stream(plugin_file, "plugin", count);
+        let (d, d_heap) = rss_per_stream(plugin_file, "direct", count);
+        let (p, p_heap) = rss_per_stream(plugin_file, "plugin", count);
+        let heap = match (d_heap, p_heap) {
+            (Some(d), Some(p)) => format!("{:.1} / {:.1} KiB", kib(d), kib(p)),
+            _ => "(not known on this platform)".into(),
+        };
         println!(
-            "| {count} | {:.1} KiB | {:.1} KiB | {:.2} |",
-            d as f64 / 1024.0,
-            p as f64 / 1024.0,
+            "| {count} | {:.1} KiB | {:.1} KiB | {:.2} | {heap} |",
+            kib(d),
+            kib(p),
             p as f64 / d as f64
         );
     }
