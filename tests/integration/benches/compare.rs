@@ -628,7 +628,13 @@ fn main() {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let only_surface = value_of("--surface");
-    let only_upstream = value_of("--upstream");
+    // `--latency-only`: the time-to-first-text table alone (no events/s row runs).
+    let latency_only = args.iter().any(|a| a == "--latency-only");
+    let only_upstream = if latency_only {
+        Some("none".to_string())
+    } else {
+        value_of("--upstream")
+    };
     // `--reader R` (raw, direct, plugin or plugin-default) runs one reader alone (for a
     // profiler or `strace -c`); the columns of the others show 0.
     let only_reader = value_of("--reader");
@@ -804,6 +810,9 @@ fn main() {
         );
     }
 
+    if latency_only {
+        return;
+    }
     rss_table(&plugin_file);
     load_table(&loads, &creates, quick);
 }
