@@ -626,11 +626,6 @@ mod tests {
     /// reading phase's waits.
     #[test]
     fn a_streams_task_carries_less_than_a_kib_while_it_reads() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _entered = runtime.enter();
         let request = UpstreamRequest {
             route: Route::OpenAi,
             url: "http://127.0.0.1:9/v1/chat/completions".into(),

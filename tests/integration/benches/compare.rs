@@ -56,9 +56,12 @@ const SURFACES: [(&str, &str, &str); 3] = [
 
 /// The bearer token both readers send: as long as a minted Bedrock token (the 648 bytes of
 /// `bedrock-token-vectors.json` vector 1), so what a stream keeps of its token is counted.
-fn bench_key() -> String {
-    let prefix = "bedrock-api-key-";
-    format!("{prefix}{}", "x".repeat(648 - prefix.len()))
+fn bench_key() -> &'static str {
+    static KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let prefix = "bedrock-api-key-";
+        format!("{prefix}{}", "x".repeat(648 - prefix.len()))
+    });
+    &KEY
 }
 
 /// Text deltas per memory-speed stream (one character each).
@@ -82,7 +85,6 @@ fn cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Resident set size of this process, in KiB.
 /// Heap bytes in use, all malloc arenas (glibc's `mallinfo2`): what the process allocated and
 /// has not freed, without RSS's page granularity.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -97,6 +99,7 @@ fn heap_bytes() -> Option<u64> {
     None
 }
 
+/// Resident set size of this process, in KiB.
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -284,7 +287,7 @@ fn direct(
 async fn post(client: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
     let response = client
         .post(url)
-        .header("authorization", format!("Bearer {}", bench_key()))
+        .bearer_auth(bench_key())
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -628,13 +631,9 @@ fn main() {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let only_surface = value_of("--surface");
-    // `--latency-only`: the time-to-first-text table alone (no events/s row runs).
+    let only_upstream = value_of("--upstream");
+    // `--latency-only`: the time-to-first-text table alone.
     let latency_only = args.iter().any(|a| a == "--latency-only");
-    let only_upstream = if latency_only {
-        Some("none".to_string())
-    } else {
-        value_of("--upstream")
-    };
     // `--reader R` (raw, direct, plugin or plugin-default) runs one reader alone (for a
     // profiler or `strace -c`); the columns of the others show 0.
     let only_reader = value_of("--reader");
@@ -695,17 +694,22 @@ fn main() {
     let local = MockMantle::start(None).unwrap();
     let local_text = "x".repeat(if quick { 4_000 } else { 20_000 } * 8 - "echo: ".len());
 
-    println!();
     // The direct client gets a runtime with as many workers as streams; so does the plugin
     // (`runtime.workerThreads`), for the same resources. The plugin with its default (one
     // worker per core) is measured beside it.
-    println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let upstreams = if latency_only {
+        Vec::new()
+    } else {
+        println!();
+        println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        vec![("memory", memory.origin()), ("local", local.origin())]
+    };
     let mut concurrencies = vec![1, 2];
     if cores > 2 {
         concurrencies.extend([4, 8, 14].into_iter().filter(|c| *c <= cores));
     }
-    for (upstream, origin) in [("memory", memory.origin()), ("local", local.origin())] {
+    for (upstream, origin) in upstreams {
         if only_upstream.as_deref().is_some_and(|u| u != upstream) {
             continue;
         }
