@@ -2,7 +2,9 @@
 //!
 //! Loading never uses `RootModule::load_from_file` (it caches one module per type for the
 //! whole process, so a second version would silently be the first). Each load copies the file
-//! to a unique path (`dlopen` of a path already loaded returns the old handle), opens it with
+//! into a private directory of its own (`dlopen` of a path already loaded returns the old
+//! handle; a directory only this process can write cannot have the copy swapped under it),
+//! opens it with
 //! `libloading`, and initialises the root module with `LibHeader::init_root_module`, which
 //! checks the ABI without caching. A library is never unloaded: a Rust cdylib that ran a tokio
 //! runtime or has thread-local destructors cannot be `dlclose`d safely, so the mapping stays
@@ -13,10 +15,7 @@ pub mod swap;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -105,8 +104,6 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-static LOAD_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// The platform's file name for the plugin (`libmantle_provider.so` on Linux).
 pub fn plugin_file_name() -> String {
     format!(
@@ -151,7 +148,15 @@ const COPY_CHUNK: usize = 1 << 20;
 fn copy_and_fingerprint(source: &Path, target: Option<&Path>) -> std::io::Result<Fingerprint> {
     use std::io::{Read, Write};
     let mut input = std::fs::File::open(source)?;
-    let mut output = target.map(std::fs::File::create).transpose()?;
+    // `create_new`: the copy never writes through a file or link that was there before.
+    let mut output = target
+        .map(|t| {
+            std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(t)
+        })
+        .transpose()?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buffer = vec![0u8; COPY_CHUNK];
     let mut len = 0u64;
@@ -177,37 +182,67 @@ pub fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
     copy_and_fingerprint(path, None)
 }
 
-/// Checks that `source` is a file, then copies it to a unique path in a per-process temp
-/// directory; returns that path and the fingerprint of the bytes copied.
-fn copy_in(source: &Path) -> Result<(PathBuf, Fingerprint), LoadError> {
-    if !source.is_file() {
-        return Err(LoadError::Io {
+/// A private copy of a plugin file: the only file in a fresh directory that only this user
+/// can write (mode 0700, a random name, created by `mkdir`, which fails where anything already
+/// is). Nothing can be planted there beforehand (a link for the copy to write through) or
+/// swapped in between the copy and `dlopen`, as in a shared directory with a predictable name.
+/// Dropping it removes the file and the directory, so a host leaves nothing behind;
+/// [`PrivateCopy::keep`] leaves both.
+struct PrivateCopy {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    fingerprint: Fingerprint,
+}
+
+impl PrivateCopy {
+    /// Checks that `source` is a file, then copies it into a fresh directory under `parent`
+    /// (the host's temp directory, `$TMPDIR`), fingerprinting the bytes copied.
+    fn make(source: &Path, parent: &Path) -> Result<Self, LoadError> {
+        let io = |e| LoadError::Io {
             path: source.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        });
+            source: e,
+        };
+        if !source.is_file() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such file",
+            )));
+        }
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("mantle-host-shim-");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o700));
+        }
+        let dir = builder.tempdir_in(parent).map_err(io)?;
+        let name = source
+            .file_name()
+            .filter(|n| !n.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(plugin_file_name()));
+        let path = dir.path().join(name);
+        let fingerprint = copy_and_fingerprint(source, Some(&path)).map_err(io)?;
+        Ok(PrivateCopy {
+            dir,
+            path,
+            fingerprint,
+        })
     }
-    let io = |e| LoadError::Io {
-        path: source.to_path_buf(),
-        source: e,
-    };
-    let dir = std::env::temp_dir().join(format!("mantle-host-shim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let n = LOAD_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let stem = source
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("plugin");
-    let target = dir.join(format!("{stem}-{n}{}", std::env::consts::DLL_SUFFIX));
-    let fingerprint = copy_and_fingerprint(source, Some(&target)).map_err(io)?;
-    Ok((target, fingerprint))
+
+    /// Leaves the copy and its directory in place (for profilers and debuggers, and on
+    /// Windows, which cannot delete a loaded DLL).
+    fn keep(self) {
+        let _ = self.dir.keep();
+    }
 }
 
 impl Plugin {
     /// Loads a plugin file: copies it to a unique path, opens it, checks its ABI.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<Plugin>, LoadError> {
         let source = path.as_ref().to_path_buf();
-        let (loaded_from, fingerprint) = copy_in(&source)?;
-        Plugin::open(source, loaded_from, fingerprint)
+        let copy = PrivateCopy::make(&source, &std::env::temp_dir())?;
+        Plugin::open(source, copy)
     }
 
     /// Like [`Plugin::load`], but once the file is copied and fingerprinted, asks `mapped`
@@ -222,35 +257,33 @@ impl Plugin {
         may_open: bool,
     ) -> Result<Loaded, LoadError> {
         let source = path.as_ref().to_path_buf();
-        let (loaded_from, fingerprint) = copy_in(&source)?;
-        if let Some(plugin) = mapped(&fingerprint) {
-            let _ = std::fs::remove_file(&loaded_from);
+        let copy = PrivateCopy::make(&source, &std::env::temp_dir())?;
+        // Dropping the copy removes it and its directory.
+        if let Some(plugin) = mapped(&copy.fingerprint) {
             return Ok(Loaded::Mapped(plugin));
         }
         if !may_open {
-            let _ = std::fs::remove_file(&loaded_from);
             return Ok(Loaded::NotOpened);
         }
-        Plugin::open(source, loaded_from, fingerprint).map(Loaded::Opened)
+        Plugin::open(source, copy).map(Loaded::Opened)
     }
 
-    /// Opens the unique copy `loaded_from` of `source` (whose bytes are `fingerprint`) and
-    /// checks its ABI.
-    fn open(
-        source: PathBuf,
-        loaded_from: PathBuf,
-        fingerprint: Fingerprint,
-    ) -> Result<Arc<Plugin>, LoadError> {
+    /// Opens the private copy of `source` and checks its ABI.
+    fn open(source: PathBuf, copy: PrivateCopy) -> Result<Arc<Plugin>, LoadError> {
         // SAFETY: opening a library runs its initialisers. We only open files the operator put
-        // in place as provider plugins; the unique copy guarantees a fresh mapping.
-        let opened = unsafe { libloading::Library::new(&loaded_from) };
-        // The mapping does not need the file: remove the copy at once, so a long-running host
-        // that swaps often does not fill its temp directory (Windows cannot delete a loaded DLL;
-        // the copy stays there).
+        // in place as provider plugins; the private copy guarantees a fresh mapping of exactly
+        // the bytes fingerprinted.
+        let opened = unsafe { libloading::Library::new(&copy.path) };
+        let (loaded_from, fingerprint) = (copy.path.clone(), copy.fingerprint);
+        // The mapping does not need the file: remove the copy and its directory at once, so a
+        // long-running host that swaps often does not fill its temp directory (Windows cannot
+        // delete a loaded DLL; the copy stays there).
         // `MANTLE_KEEP_PLUGIN_COPY=1` keeps it, so profilers and debuggers can read its symbols.
         let keep = std::env::var_os("MANTLE_KEEP_PLUGIN_COPY").is_some_and(|v| v == "1");
-        if (cfg!(unix) && !keep) || opened.is_err() {
-            let _ = std::fs::remove_file(&loaded_from);
+        if opened.is_ok() && (keep || !cfg!(unix)) {
+            copy.keep();
+        } else {
+            drop(copy);
         }
         let library = opened.map_err(|e| LoadError::Open {
             path: source.clone(),
@@ -767,6 +800,77 @@ mod tests {
             assert_eq!(copied.len, len as u64);
             assert_eq!(copied.xxh3, xxhash_rust::xxh3::xxh3_128(&bytes));
         }
+    }
+
+    /// Every entry of `dir`, sorted.
+    fn entries(dir: &Path) -> Vec<PathBuf> {
+        let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_load_copies_into_a_fresh_private_directory_never_through_a_planted_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let temp = tempfile::tempdir().unwrap();
+        let source = temp.path().join("libmantle_provider.so");
+        std::fs::write(&source, b"plugin bytes").unwrap();
+        // What a local user could plant in a shared temp directory: the directory a load used
+        // to reuse (`mantle-host-shim-<pid>`), with links named as its copies to a file of ours.
+        let victim = temp.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let planted = temp
+            .path()
+            .join(format!("mantle-host-shim-{}", std::process::id()));
+        std::fs::create_dir(&planted).unwrap();
+        for name in ["libmantle_provider.so", "libmantle_provider-0.so"] {
+            std::os::unix::fs::symlink(&victim, planted.join(name)).unwrap();
+        }
+        let copy = PrivateCopy::make(&source, temp.path()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let dir = copy.path.parent().unwrap().to_path_buf();
+        assert_ne!(dir, planted);
+        assert_eq!(dir.parent().unwrap(), temp.path());
+        assert_eq!(std::fs::read(&copy.path).unwrap(), b"plugin bytes");
+        assert_eq!(copy.fingerprint, fingerprint(&source).unwrap());
+        let mode = std::fs::symlink_metadata(&dir)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the copy's directory is {mode:o}");
+        assert_eq!(entries(&dir), vec![copy.path.clone()]);
+        // A second copy of the same file gets a directory of its own.
+        let again = PrivateCopy::make(&source, temp.path()).unwrap();
+        assert_ne!(again.path, copy.path);
+    }
+
+    #[test]
+    fn a_refused_file_leaves_nothing_in_the_temp_directory() {
+        let temp = tempfile::tempdir().unwrap();
+        let source = temp.path().join("libmantle_provider.so");
+        std::fs::write(&source, b"not a library").unwrap();
+        let before = entries(temp.path());
+        let copy = PrivateCopy::make(&source, temp.path()).unwrap();
+        assert_eq!(entries(temp.path()).len(), before.len() + 1);
+        let refused = Plugin::open(source.clone(), copy).unwrap_err();
+        assert!(matches!(refused, LoadError::Open { .. }), "{refused}");
+        assert_eq!(entries(temp.path()), before);
+        // A copy dropped unopened (the hot-swap watcher's fingerprint-only path) too.
+        drop(PrivateCopy::make(&source, temp.path()).unwrap());
+        assert_eq!(entries(temp.path()), before);
+    }
+
+    #[test]
+    fn a_missing_file_is_refused_before_any_directory_is_made() {
+        let temp = tempfile::tempdir().unwrap();
+        let missing = temp.path().join("nothing-here.so");
+        let err = PrivateCopy::make(&missing, temp.path()).err().unwrap();
+        assert!(err.to_string().contains("nothing-here.so"), "{err}");
+        assert!(entries(temp.path()).is_empty());
     }
 
     #[test]
