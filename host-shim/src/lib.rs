@@ -3,10 +3,9 @@
 //! Loading never uses `RootModule::load_from_file` (it caches one module per type for the
 //! whole process, so a second version would silently be the first). Each load copies the file
 //! into a private directory of its own (`dlopen` of a path already loaded returns the old
-//! handle; a directory only this process can write cannot have the copy swapped under it),
-//! opens it with
-//! `libloading`, and initialises the root module with `LibHeader::init_root_module`, which
-//! checks the ABI without caching. A library is never unloaded: a Rust cdylib that ran a tokio
+//! handle; a directory only this user can write cannot have the copy swapped under it),
+//! opens it with `libloading`, and initialises the root module with
+//! `LibHeader::init_root_module`, which checks the ABI without caching. A library is never unloaded: a Rust cdylib that ran a tokio
 //! runtime or has thread-local destructors cannot be `dlclose`d safely, so the mapping stays
 //! (its runtimes are shut down when its providers close).
 
@@ -238,7 +237,8 @@ impl PrivateCopy {
 }
 
 impl Plugin {
-    /// Loads a plugin file: copies it to a unique path, opens it, checks its ABI.
+    /// Loads a plugin file: copies it into a private directory of its own (removed once
+    /// mapped), opens it, checks its ABI.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<Plugin>, LoadError> {
         let source = path.as_ref().to_path_buf();
         let copy = PrivateCopy::make(&source, &std::env::temp_dir())?;
