@@ -1,13 +1,13 @@
 //! Loads the Mantle provider plugin, checks its ABI, and exposes a safe Rust API over it.
 //!
-//! Loading never uses `RootModule::load_from_file` (it caches one module per type for the
-//! whole process, so a second version would silently be the first). Each load copies the file
-//! into a private directory of its own (`dlopen` of a path already loaded returns the old
-//! handle; a directory only this user can write cannot have the copy swapped under it),
-//! opens it with `libloading`, and initialises the root module with
-//! `LibHeader::init_root_module`, which checks the ABI without caching. A library is never unloaded: a Rust cdylib that ran a tokio
-//! runtime or has thread-local destructors cannot be `dlclose`d safely, so the mapping stays
-//! (its runtimes are shut down when its providers close).
+//! Loading never uses `RootModule::load_from_file` (it caches one module per type for the whole
+//! process, so a second version would silently be the first). Each load copies the file into a
+//! private directory of its own (`dlopen` of a path already loaded returns the old handle; a
+//! directory only this user can write cannot have the copy swapped under it), opens it with
+//! `libloading`, and initialises the root module with `LibHeader::init_root_module`, which checks
+//! the ABI without caching. A library is never unloaded: a Rust cdylib that ran a tokio runtime or
+//! has thread-local destructors cannot be `dlclose`d safely, so the mapping stays (its runtimes are
+//! shut down when its providers close).
 
 pub mod dir_events;
 pub mod swap;
