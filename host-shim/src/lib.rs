@@ -238,7 +238,7 @@ impl PrivateCopy {
 
 impl Plugin {
     /// Loads a plugin file: copies it into a private directory of its own (removed once
-    /// mapped), opens it, checks its ABI.
+    /// mapped, on Unix), opens it, checks its ABI.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<Plugin>, LoadError> {
         let source = path.as_ref().to_path_buf();
         let copy = PrivateCopy::make(&source, &std::env::temp_dir())?;
