@@ -17,6 +17,7 @@
 pub mod behave;
 pub mod ecs;
 pub mod sigv4;
+mod template;
 pub mod testkit;
 pub mod validate;
 
@@ -617,14 +618,6 @@ pub fn echo_text(request: &Value) -> String {
     format!("echo: {text}")
 }
 
-fn split_chars(text: &str, chunk_chars: usize) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    chars
-        .chunks(chunk_chars.max(1))
-        .map(|c| c.iter().collect())
-        .collect()
-}
-
 /// An OpenAI Responses event (`event:` line named after its `type`, then `data:`).
 pub fn responses_event(payload: &Value) -> Step {
     let kind = payload["type"].as_str().unwrap_or("message");
@@ -652,12 +645,15 @@ pub fn responses_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec
             "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
         ),
     ];
+    let delta = template::EventTemplate::new(
+        "event: response.output_text.delta\ndata: ",
+        &json!({"type": "response.output_text.delta", "sequence_number": template::SEQUENCE_HOLE,
+            "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": template::TEXT_HOLE}),
+        "\n\n",
+    );
     let mut seq = 4;
-    for piece in split_chars(text, chunk_chars) {
-        steps.push(responses_event(
-            &json!({"type": "response.output_text.delta", "sequence_number": seq,
-            "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": piece}),
-        ));
+    for piece in template::char_chunks(text, chunk_chars) {
+        steps.push(Step::Bytes(delta.fill(piece, seq)));
         seq += 1;
     }
     steps.push(responses_event(
@@ -685,11 +681,16 @@ pub fn openai_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec<St
         "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
         "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]
     }))];
-    for piece in split_chars(text, chunk_chars) {
-        steps.push(sse_data(&json!({
+    let delta = template::EventTemplate::new(
+        "data: ",
+        &json!({
             "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
-            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]
-        })));
+            "choices": [{"index": 0, "delta": {"content": template::TEXT_HOLE}, "finish_reason": null}]
+        }),
+        "\n\n",
+    );
+    for piece in template::char_chunks(text, chunk_chars) {
+        steps.push(Step::Bytes(delta.fill(piece, 0)));
     }
     steps.push(sse_data(&json!({
         "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
@@ -723,11 +724,14 @@ pub fn anthropic_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec
         ),
         anthropic_event("ping", &json!({"type": "ping"})),
     ];
-    for piece in split_chars(text, chunk_chars) {
-        steps.push(anthropic_event(
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
-        ));
+    let delta = template::EventTemplate::new(
+        "event: content_block_delta\ndata: ",
+        &json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": template::TEXT_HOLE}}),
+        "\n\n",
+    );
+    for piece in template::char_chunks(text, chunk_chars) {
+        steps.push(Step::Bytes(delta.fill(piece, 0)));
     }
     steps.push(anthropic_event(
         "content_block_stop",
@@ -927,5 +931,88 @@ async fn play(inner: Arc<Inner>, reply: Reply) -> Response {
                 .expect("stream response")
         }
         Reply::Delayed(..) => unreachable!("delays are unwrapped above"),
+    }
+}
+
+#[cfg(test)]
+mod text_stream_tests {
+    use super::*;
+
+    /// The pieces of `text`, every `chunk_chars` characters, as the streams were first built.
+    fn pieces(text: &str, chunk_chars: usize) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        chars
+            .chunks(chunk_chars.max(1))
+            .map(|c| c.iter().collect())
+            .collect()
+    }
+
+    fn bytes(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Bytes(b) => String::from_utf8(b.clone()).unwrap(),
+                other => panic!("not bytes: {other:?}"),
+            })
+            .collect()
+    }
+
+    const TEXTS: [&str; 3] = [
+        "echo: hello world, a longer reply",
+        "quote \" backslash \\ ctl \u{1} tab \t é 😀 \u{2028}",
+        "",
+    ];
+
+    #[test]
+    fn text_deltas_are_what_a_value_per_delta_serializes_to() {
+        for text in TEXTS {
+            for chunk in [1, 3, 8] {
+                let expected: Vec<String> = pieces(text, chunk)
+                    .iter()
+                    .map(|p| {
+                        format!("data: {}\n\n", json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": "m",
+                            "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]}))
+                    })
+                    .collect();
+                let steps = bytes(&openai_text_stream("m", text, chunk));
+                assert_eq!(
+                    steps[1..steps.len() - 3],
+                    expected[..],
+                    "{text:?} / {chunk}"
+                );
+
+                let expected: Vec<String> = pieces(text, chunk)
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "event: content_block_delta\ndata: {}\n\n",
+                            json!({"type": "content_block_delta", "index": 0,
+                            "delta": {"type": "text_delta", "text": p}})
+                        )
+                    })
+                    .collect();
+                let steps = bytes(&anthropic_text_stream("m", text, chunk));
+                assert_eq!(
+                    steps[3..steps.len() - 3],
+                    expected[..],
+                    "{text:?} / {chunk}"
+                );
+
+                let expected: Vec<String> = pieces(text, chunk)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        format!("event: response.output_text.delta\ndata: {}\n\n", json!({"type": "response.output_text.delta",
+                            "sequence_number": i + 4, "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": p}))
+                    })
+                    .collect();
+                let steps = bytes(&responses_text_stream("m", text, chunk));
+                assert_eq!(
+                    steps[4..steps.len() - 3],
+                    expected[..],
+                    "{text:?} / {chunk}"
+                );
+            }
+        }
     }
 }
