@@ -637,6 +637,11 @@ fn main() {
     // `--reader R` (raw, direct, plugin or plugin-default) runs one reader alone (for a
     // profiler or `strace -c`); the columns of the others show 0.
     let only_reader = value_of("--reader");
+    // `--rounds N`: rounds per events/s row (default 5, 1 with `--quick`): a long run of one
+    // row for a sampling profiler (`perf record`).
+    let rounds_per_row = value_of("--rounds")
+        .map(|n| n.parse::<usize>().expect("--rounds takes a count"))
+        .unwrap_or_else(|| throughput_rounds(quick));
     raise_fd_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // `--plugin FILE` measures another build (an A/B of two versions) instead of this tree's.
@@ -678,19 +683,23 @@ fn main() {
     let plugin = Plugin::load(&plugin_file).unwrap();
     let n = memory_deltas(quick);
     let text = "x".repeat(n);
-    let memory = MemoryUpstream::start(
-        SURFACES
-            .iter()
-            .map(|(surface, model, path)| {
-                let steps = match *surface {
-                    "anthropic-messages" => anthropic_text_stream(model, &text, 1),
-                    "openai-responses" => responses_text_stream(model, &text, 1),
-                    _ => openai_text_stream(model, &text, 1),
-                };
-                (path.to_string(), body_of(steps))
-            })
-            .collect(),
-    );
+    // The memory upstream's bodies take a while to build: only when its rows run.
+    let wants_memory = !latency_only && only_upstream.as_deref().is_none_or(|u| u == "memory");
+    let memory = wants_memory.then(|| {
+        MemoryUpstream::start(
+            SURFACES
+                .iter()
+                .map(|(surface, model, path)| {
+                    let steps = match *surface {
+                        "anthropic-messages" => anthropic_text_stream(model, &text, 1),
+                        "openai-responses" => responses_text_stream(model, &text, 1),
+                        _ => openai_text_stream(model, &text, 1),
+                    };
+                    (path.to_string(), body_of(steps))
+                })
+                .collect(),
+        )
+    });
     let local = MockMantle::start(None).unwrap();
     let local_text = "x".repeat(if quick { 4_000 } else { 20_000 } * 8 - "echo: ".len());
 
@@ -703,7 +712,12 @@ fn main() {
         println!();
         println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers |");
         println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-        vec![("memory", memory.origin()), ("local", local.origin())]
+        let mut upstreams = Vec::new();
+        if let Some(memory) = &memory {
+            upstreams.push(("memory", memory.origin()));
+        }
+        upstreams.push(("local", local.origin()));
+        upstreams
     };
     let mut concurrencies = vec![1, 2];
     if cores > 2 {
@@ -758,7 +772,7 @@ fn main() {
                 // Rounds interleave the readers, so a slow spell of this shared machine falls
                 // on all of them; each column is its median round.
                 let mut rounds: [Vec<Run>; 4] = Default::default();
-                for _ in 0..throughput_rounds(quick) {
+                for _ in 0..rounds_per_row {
                     for (reader, runs) in rounds.iter_mut().enumerate() {
                         runs.push(read_with(reader));
                     }
