@@ -2,9 +2,10 @@
 //! host's pulls (blocking, on any host thread).
 //!
 //! The task only reads: it queues each upstream read as it came ([`Input::Chunk`]), after the
-//! decoder for the body ([`Input::Body`]). The pull decodes those reads on the host's thread
-//! ([`super::body`]), so an event is made, handed out and freed on one thread, and the task
-//! wakes the host once per read, not per event.
+//! decoder for the body ([`Input::Body`]); small reads that come while the one before them
+//! still waits for the pull are copied into one buffer ([`Input::Joined`]). The pull decodes
+//! those reads on the host's thread ([`super::body`]), so an event is made, handed out and
+//! freed on one thread, and the task wakes the host once per read, not per event.
 //!
 //! Host threads wait on a `Condvar`, never on a tokio runtime, so a pull works from a plain
 //! thread and from inside a host's own tokio runtime alike. The task waits on a `Notify` when
@@ -45,6 +46,13 @@ pub const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 /// Fixed cost counted per queued input on top of its bytes.
 const INPUT_OVERHEAD_BYTES: usize = 64;
 
+/// Reads up to this size that arrive while the read before them still waits for the pull
+/// are joined into one buffer ([`Input::Joined`]).
+const JOIN_BELOW_BYTES: usize = 2 * 1024;
+
+/// The size of a joined buffer (allocated once, never grown; counted whole against the bound).
+const JOINED_CAPACITY: usize = 16 * 1024;
+
 /// A second thread tried to pull a stream that another thread is pulling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the stream is being pulled by another thread; pull one stream from one thread at a time")]
@@ -79,6 +87,11 @@ pub enum Input {
     Body(Box<BodyDecoder>),
     /// One upstream read, as it came.
     Chunk(bytes::Bytes),
+    /// Small reads that came one after another while the pull had not taken the first, in
+    /// one buffer of [`JOINED_CAPACITY`] bytes: the pull then decodes them in one go, not
+    /// one read (and one lock of the queue) at a time. The local server and real upstreams
+    /// send each event as its own HTTP chunk, so a socket read is a dozen of these.
+    Joined(Vec<u8>),
     /// The body ended.
     End,
     /// An event the task made itself: a refused request, a timeout, a broken connection.
@@ -91,9 +104,50 @@ impl Input {
         INPUT_OVERHEAD_BYTES
             + match self {
                 Input::Chunk(bytes) => bytes.len(),
+                Input::Joined(buffer) => buffer.capacity(),
                 Input::Event(e) => e.payload_bytes(),
                 Input::Body(_) | Input::End => 0,
             }
+    }
+}
+
+impl Input {
+    /// What this input would grow by, as counted against the queue's bound, if the read
+    /// `next` were joined onto it (see [`Input::Joined`]); `None` when it cannot be: either
+    /// is not a small read (a large one is never copied), or the buffer has no room for it.
+    fn join_growth(&self, next: &Input) -> Option<usize> {
+        let Input::Chunk(more) = next else {
+            return None;
+        };
+        if more.len() > JOIN_BELOW_BYTES {
+            return None;
+        }
+        match self {
+            // A joined buffer is counted at its capacity from the start.
+            Input::Joined(buffer) if buffer.len() + more.len() <= buffer.capacity() => Some(0),
+            // Counted as the first read was, plus the rest of the buffer.
+            Input::Chunk(first) if first.len() <= JOIN_BELOW_BYTES => {
+                Some(JOINED_CAPACITY - first.len())
+            }
+            _ => None,
+        }
+    }
+
+    /// Joins `next` onto this input; only after [`Input::join_growth`] said it can be.
+    fn join(&mut self, next: Input) {
+        let Input::Chunk(more) = next else {
+            unreachable!("only reads are joined")
+        };
+        match self {
+            Input::Joined(buffer) => buffer.extend_from_slice(&more),
+            Input::Chunk(first) => {
+                let mut buffer = Vec::with_capacity(JOINED_CAPACITY);
+                buffer.extend_from_slice(first);
+                buffer.extend_from_slice(&more);
+                *self = Input::Joined(buffer);
+            }
+            _ => unreachable!("only reads are joined onto"),
+        }
     }
 }
 
@@ -146,10 +200,8 @@ impl PullSide {
                 self.body = Some(body);
                 false
             }
-            Input::Chunk(bytes) => match self.body.as_mut() {
-                Some(body) => body.feed(&bytes, &mut self.ready),
-                None => self.internal_error("a body arrived before its decoder"),
-            },
+            Input::Chunk(bytes) => self.feed_read(&bytes),
+            Input::Joined(buffer) => self.feed_read(&buffer),
             Input::End => match self.body.as_mut() {
                 Some(body) => body.finish(&mut self.ready),
                 None => self.internal_error("a body ended before its decoder arrived"),
@@ -163,6 +215,14 @@ impl PullSide {
         if self.over {
             // The body is done with: its parser's buffers go now, not with the handle.
             self.body = None;
+        }
+    }
+
+    /// Decodes upstream bytes into `ready`; true once a terminal event was added.
+    fn feed_read(&mut self, bytes: &[u8]) -> bool {
+        match self.body.as_mut() {
+            Some(body) => body.feed(bytes, &mut self.ready),
+            None => self.internal_error("a body arrived before its decoder"),
         }
     }
 
@@ -254,10 +314,19 @@ impl EventQueue {
             if s.cancelled.is_some() {
                 return Err(ConsumerGone);
             }
-            let size = input.as_ref().map_or(0, Input::queued_bytes);
+            // A small read behind one the pull has not taken yet goes into the same buffer
+            // (no pull waits then: it would have taken the first).
+            let growth = match (s.inputs.back(), input.as_ref()) {
+                (Some(tail), Some(next)) => tail.join_growth(next),
+                _ => None,
+            };
+            let size = growth.unwrap_or_else(|| input.as_ref().map_or(0, Input::queued_bytes));
             if s.fits(size) {
                 s.bytes += size;
-                s.inputs.extend(input.take());
+                match (growth, input.take()) {
+                    (Some(_), Some(next)) => s.inputs.back_mut().expect("a tail").join(next),
+                    (_, next) => s.inputs.extend(next),
+                }
                 std::mem::take(&mut s.pull_waiting)
             } else {
                 s.push_waiting = true;
@@ -598,6 +667,97 @@ pub(super) mod tests {
             "the five left fill the bound"
         );
         assert_eq!(queue.queued(), (8, 8 * per_read));
+    }
+
+    #[test]
+    fn small_reads_waiting_together_are_joined_into_one_buffer_counted_whole() {
+        let queue = Arc::new(EventQueue::default());
+        let reads: Vec<Input> = (0..3)
+            .map(|i| Input::Chunk(chat_delta(&i.to_string()).into()))
+            .collect();
+        let mut inputs = vec![body(Route::OpenAi)];
+        inputs.extend(reads);
+        push_now(&queue, inputs);
+        // The decoder, then one buffer holding the three reads, counted at its capacity.
+        assert_eq!(
+            queue.queued(),
+            (2, 2 * INPUT_OVERHEAD_BYTES + JOINED_CAPACITY)
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            queue.pull_batch(Duration::ZERO, 16, &mut out).unwrap(),
+            Batch::Events
+        );
+        let texts: Vec<&str> = out.iter().map(|e| e.event.text()).collect();
+        assert_eq!(
+            texts,
+            ["", "0", "1", "2"],
+            "the start event, then the texts in order"
+        );
+        assert_eq!(queue.queued(), (0, 0), "bytes counted down exactly");
+    }
+
+    #[test]
+    fn large_reads_and_events_are_queued_on_their_own_and_a_full_buffer_starts_another() {
+        let queue = Arc::new(EventQueue::default());
+        // A read over the join size is neither copied nor joined onto; an event is never
+        // joined, and nothing is joined onto it.
+        let large = JOIN_BELOW_BYTES + 1;
+        push_now(
+            &queue,
+            vec![
+                body(Route::OpenAi),
+                comment_chunk(1000),
+                comment_chunk(large),
+                comment_chunk(1000),
+                Input::Event(text(1)),
+                comment_chunk(1000),
+            ],
+        );
+        let event = Input::Event(text(1)).queued_bytes();
+        assert_eq!(
+            queue.queued(),
+            (6, 5 * INPUT_OVERHEAD_BYTES + 3000 + large + event)
+        );
+
+        // Reads of 2000 bytes: eight fill a buffer of 16 KiB, the ninth starts another.
+        let queue = Arc::new(EventQueue::default());
+        let mut inputs = vec![body(Route::OpenAi)];
+        inputs.extend((0..10).map(|_| comment_chunk(2000)));
+        push_now(&queue, inputs);
+        assert_eq!(
+            queue.queued(),
+            (3, 3 * INPUT_OVERHEAD_BYTES + 2 * JOINED_CAPACITY)
+        );
+        assert_eq!(queue.pull(Duration::ZERO).unwrap(), Poll::Pending);
+        assert_eq!(queue.queued(), (0, 0), "bytes counted down exactly");
+    }
+
+    #[test]
+    fn joined_reads_keep_the_queue_within_its_bound() {
+        let queue = Arc::new(EventQueue::default());
+        let mut inputs = vec![body(Route::OpenAi)];
+        inputs.extend((0..2000).map(|_| comment_chunk(1000)));
+        let mut push = poll_push(&queue, inputs);
+        assert!(push
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending());
+        let (inputs, bytes) = queue.queued();
+        assert!(bytes <= MAX_QUEUED_BYTES, "{bytes} bytes queued");
+        // Full: the decoder and buffers of 16 reads each, until the next buffer would pass
+        // the bound.
+        let per_buffer = INPUT_OVERHEAD_BYTES + JOINED_CAPACITY;
+        let buffers = (MAX_QUEUED_BYTES - INPUT_OVERHEAD_BYTES) / per_buffer;
+        assert_eq!(
+            inputs,
+            1 + buffers + 1,
+            "the decoder, full buffers, one read"
+        );
+        assert_eq!(
+            bytes,
+            INPUT_OVERHEAD_BYTES + buffers * per_buffer + INPUT_OVERHEAD_BYTES + 1000
+        );
     }
 
     #[test]
