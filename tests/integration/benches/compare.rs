@@ -11,8 +11,9 @@
 //!
 //! Two upstreams: `memory` (a loopback server that writes a precomputed body at once: memory
 //! speed) and `local` (the local Mantle-compatible server). Every surface: openai-completions,
-//! anthropic-messages, openai-responses. Each events/s row is the median of 5 rounds that
-//! interleave the readers (1 with `--quick`).
+//! anthropic-messages, openai-responses. Each events/s row is the median of 9 rounds that
+//! interleave the readers (1 with `--quick`); its plugin/direct ratio is the median of the
+//! rounds' ratios, with the lowest and the highest.
 //!
 //! `cargo bench -p mantle-integration-tests --bench compare` (add `-- --quick` for a short run,
 //! `-- --throughput-only` for the events/s table alone, `-- --load-only` for load, create and
@@ -227,8 +228,25 @@ fn throughput_rounds(quick: bool) -> usize {
     if quick {
         1
     } else {
-        5
+        9
     }
+}
+
+/// Per round, `a`'s events/s over `b`'s (the two ran back to back in that round): their
+/// median, lowest and highest. A slow spell of the machine that spans a round falls on both
+/// readers of it, so these vary less than a ratio of two medians.
+fn paired_ratios(a: &[Run], b: &[Run]) -> (f64, f64, f64) {
+    let mut ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| a.per_second() / b.per_second())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+    )
 }
 
 /// The round with the median events/s.
@@ -637,7 +655,7 @@ fn main() {
     // `--reader R` (raw, direct, plugin or plugin-default) runs one reader alone (for a
     // profiler or `strace -c`); the columns of the others show 0.
     let only_reader = value_of("--reader");
-    // `--rounds N`: rounds per events/s row (default 5, 1 with `--quick`): a long run of one
+    // `--rounds N`: rounds per events/s row (default 9, 1 with `--quick`): a long run of one
     // row for a sampling profiler (`perf record`).
     let rounds_per_row = value_of("--rounds")
         .map(|n| n.parse::<usize>().expect("--rounds takes a count"))
@@ -710,7 +728,7 @@ fn main() {
         Vec::new()
     } else {
         println!();
-        println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers |");
+        println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct (lowest-highest round) | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers |");
         println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         let mut upstreams = Vec::new();
         if let Some(memory) = &memory {
@@ -777,16 +795,16 @@ fn main() {
                         runs.push(read_with(reader));
                     }
                 }
-                let [raw, d, p, p_default] = rounds.map(median_run);
+                let (ratio, lowest, highest) = paired_ratios(&rounds[2], &rounds[1]);
+                let (ratio_default, ..) = paired_ratios(&rounds[3], &rounds[1]);
+                let [raw, d, p, _] = rounds.map(median_run);
                 println!(
-                    "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} |",
+                    "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {ratio:.2} ({lowest:.2}-{highest:.2}) | {:.0} | {:.0} | {ratio_default:.2} |",
                     raw.per_second(),
                     d.per_second(),
                     p.per_second(),
-                    p.per_second() / d.per_second(),
                     d.cpu_ns_per_event(),
                     p.cpu_ns_per_event(),
-                    p_default.per_second() / d.per_second()
                 );
             }
         }
