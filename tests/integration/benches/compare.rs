@@ -18,7 +18,8 @@
 //! `cargo bench -p mantle-integration-tests --bench compare` (add `-- --quick` for a short run,
 //! `-- --throughput-only` for the events/s table alone, `-- --load-only` for load, create and
 //! cut-over alone, `-- --rss-only` for the RSS rows alone, `-- --plugin FILE` to measure
-//! another build of the plugin, `-- --reader R` to run one reader alone under a profiler).
+//! another build of the plugin, `-- --reader R` to run one reader alone under a profiler,
+//! `-- --rounds N` for N rounds a row).
 //! The RSS rows run in child processes of this binary (one per reader and count), so that memory
 //! freed by one phase cannot flatter the next.
 
