@@ -963,54 +963,70 @@ mod text_stream_tests {
         "",
     ];
 
+    /// Checks that the deltas of `steps` (after `head` events, before the last 3) are, byte
+    /// for byte, `by_value` of each piece and its position.
+    fn check_deltas(
+        steps: &[Step],
+        head: usize,
+        text: &str,
+        chunk: usize,
+        by_value: impl Fn(usize, &str) -> String,
+    ) {
+        let expected: Vec<String> = pieces(text, chunk)
+            .iter()
+            .enumerate()
+            .map(|(i, p)| by_value(i, p))
+            .collect();
+        let steps = bytes(steps);
+        assert_eq!(
+            steps[head..steps.len() - 3],
+            expected[..],
+            "{text:?} / {chunk}"
+        );
+    }
+
     #[test]
     fn text_deltas_are_what_a_value_per_delta_serializes_to() {
         for text in TEXTS {
             for chunk in [1, 3, 8] {
-                let expected: Vec<String> = pieces(text, chunk)
-                    .iter()
-                    .map(|p| {
-                        format!("data: {}\n\n", json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": "m",
-                            "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]}))
-                    })
-                    .collect();
-                let steps = bytes(&openai_text_stream("m", text, chunk));
-                assert_eq!(
-                    steps[1..steps.len() - 3],
-                    expected[..],
-                    "{text:?} / {chunk}"
+                check_deltas(
+                    &openai_text_stream("m", text, chunk),
+                    1,
+                    text,
+                    chunk,
+                    |_, p| {
+                        format!(
+                            "data: {}\n\n",
+                            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
+                        "model": "m", "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]})
+                        )
+                    },
                 );
-
-                let expected: Vec<String> = pieces(text, chunk)
-                    .iter()
-                    .map(|p| {
+                check_deltas(
+                    &anthropic_text_stream("m", text, chunk),
+                    3,
+                    text,
+                    chunk,
+                    |_, p| {
                         format!(
                             "event: content_block_delta\ndata: {}\n\n",
-                            json!({"type": "content_block_delta", "index": 0,
-                            "delta": {"type": "text_delta", "text": p}})
+                            json!({"type": "content_block_delta",
+                        "index": 0, "delta": {"type": "text_delta", "text": p}})
                         )
-                    })
-                    .collect();
-                let steps = bytes(&anthropic_text_stream("m", text, chunk));
-                assert_eq!(
-                    steps[3..steps.len() - 3],
-                    expected[..],
-                    "{text:?} / {chunk}"
+                    },
                 );
-
-                let expected: Vec<String> = pieces(text, chunk)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| {
-                        format!("event: response.output_text.delta\ndata: {}\n\n", json!({"type": "response.output_text.delta",
-                            "sequence_number": i + 4, "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": p}))
-                    })
-                    .collect();
-                let steps = bytes(&responses_text_stream("m", text, chunk));
-                assert_eq!(
-                    steps[4..steps.len() - 3],
-                    expected[..],
-                    "{text:?} / {chunk}"
+                check_deltas(
+                    &responses_text_stream("m", text, chunk),
+                    4,
+                    text,
+                    chunk,
+                    |i, p| {
+                        format!(
+                            "event: response.output_text.delta\ndata: {}\n\n",
+                            json!({"type": "response.output_text.delta",
+                        "sequence_number": i + 4, "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": p})
+                        )
+                    },
                 );
             }
         }
