@@ -104,7 +104,9 @@ impl Input {
         INPUT_OVERHEAD_BYTES
             + match self {
                 Input::Chunk(bytes) => bytes.len(),
-                Input::Joined(buffer) => buffer.capacity(),
+                // Counted at the size it was allocated with, from the start (the count does
+                // not depend on what `Vec` reports as its capacity).
+                Input::Joined(_) => JOINED_CAPACITY,
                 Input::Event(e) => e.payload_bytes(),
                 Input::Body(_) | Input::End => 0,
             }
@@ -124,7 +126,7 @@ impl Input {
         }
         match self {
             // A joined buffer is counted at its capacity from the start.
-            Input::Joined(buffer) if buffer.len() + more.len() <= buffer.capacity() => Some(0),
+            Input::Joined(buffer) if buffer.len() + more.len() <= JOINED_CAPACITY => Some(0),
             // Counted as the first read was, plus the rest of the buffer.
             Input::Chunk(first) if first.len() <= JOIN_BELOW_BYTES => {
                 Some(JOINED_CAPACITY - first.len())
