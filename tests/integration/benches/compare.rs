@@ -759,12 +759,8 @@ fn main() {
             let request = common::request(model, prompt).to_string();
             let body = request_body(model, prompt, surface);
             let url = format!("{origin}{path}");
-            let levels: &[usize] = if upstream == "memory" {
-                &concurrencies
-            } else {
-                &[1]
-            };
-            for &c in levels {
+            // Both upstreams at every level up to the core count (N streams, N host threads).
+            for &c in &concurrencies {
                 let runtime = runtime(c);
                 let client = reqwest::Client::new();
                 let workers = json!({"runtime": {"workerThreads": c}}).to_string();
