@@ -785,7 +785,8 @@ fn main() {
                     read_with(reader);
                 }
                 // Rounds interleave the readers, so a slow spell of this shared machine falls
-                // on all of them; each column is its median round.
+                // on all of them; each events/s column is its median round, each ratio the
+                // median of the rounds' own ratios.
                 let mut rounds: [Vec<Run>; 4] = Default::default();
                 for _ in 0..rounds_per_row {
                     for (reader, runs) in rounds.iter_mut().enumerate() {

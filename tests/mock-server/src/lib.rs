@@ -645,12 +645,10 @@ pub fn responses_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec
             "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
         ),
     ];
-    let delta = template::EventTemplate::new(
-        "event: response.output_text.delta\ndata: ",
+    let delta = template::EventTemplate::new(responses_event(
         &json!({"type": "response.output_text.delta", "sequence_number": template::SEQUENCE_HOLE,
             "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": template::TEXT_HOLE}),
-        "\n\n",
-    );
+    ));
     let mut seq = 4;
     for piece in template::char_chunks(text, chunk_chars) {
         steps.push(Step::Bytes(delta.fill(piece, seq)));
@@ -681,14 +679,10 @@ pub fn openai_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec<St
         "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
         "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]
     }))];
-    let delta = template::EventTemplate::new(
-        "data: ",
-        &json!({
-            "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
-            "choices": [{"index": 0, "delta": {"content": template::TEXT_HOLE}, "finish_reason": null}]
-        }),
-        "\n\n",
-    );
+    let delta = template::EventTemplate::new(sse_data(&json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model,
+        "choices": [{"index": 0, "delta": {"content": template::TEXT_HOLE}, "finish_reason": null}]
+    })));
     for piece in template::char_chunks(text, chunk_chars) {
         steps.push(Step::Bytes(delta.fill(piece, 0)));
     }
@@ -724,12 +718,11 @@ pub fn anthropic_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec
         ),
         anthropic_event("ping", &json!({"type": "ping"})),
     ];
-    let delta = template::EventTemplate::new(
-        "event: content_block_delta\ndata: ",
+    let delta = template::EventTemplate::new(anthropic_event(
+        "content_block_delta",
         &json!({"type": "content_block_delta", "index": 0,
             "delta": {"type": "text_delta", "text": template::TEXT_HOLE}}),
-        "\n\n",
-    );
+    ));
     for piece in template::char_chunks(text, chunk_chars) {
         steps.push(Step::Bytes(delta.fill(piece, 0)));
     }

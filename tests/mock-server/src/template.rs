@@ -7,7 +7,11 @@
 //! fills the holes per delta: the same bytes (a test checks them against the `Value` path), for
 //! a fraction of the work.
 
+use std::io::Write;
+
 use serde_json::Value;
+
+use crate::Step;
 
 /// The string a template's text hole holds while the event is serialized.
 pub(crate) const TEXT_HOLE: &str = "\u{1}mock-text-hole\u{1}";
@@ -31,17 +35,23 @@ pub(crate) struct EventTemplate {
     literals: Vec<String>,
     /// The holes between the literals, in order.
     holes: Vec<Hole>,
+    /// The literals' length in all.
+    literal_bytes: usize,
 }
 
 impl EventTemplate {
-    /// `prefix`, then `payload` serialized, then `suffix`; `payload` holds [`TEXT_HOLE`] once
-    /// and [`SEQUENCE_HOLE`] at most once.
+    /// The template of `event`, as the framing helpers (`sse_data`, `anthropic_event`,
+    /// `responses_event`) built it from a payload that holds [`TEXT_HOLE`] once and
+    /// [`SEQUENCE_HOLE`] at most once.
     ///
     /// # Panics
-    /// When the text hole is missing or repeated, or the sequence hole repeated: a template
-    /// that would fill the wrong bytes is a bug in the caller.
-    pub(crate) fn new(prefix: &str, payload: &Value, suffix: &str) -> Self {
-        let serialized = format!("{prefix}{payload}{suffix}");
+    /// When `event` is not bytes, the text hole is missing or repeated, or the sequence hole
+    /// repeated: a template that would fill the wrong bytes is a bug in the caller.
+    pub(crate) fn new(event: Step) -> Self {
+        let Step::Bytes(bytes) = event else {
+            panic!("a template is made of an event's bytes, not {event:?}")
+        };
+        let serialized = String::from_utf8(bytes).expect("the helpers write UTF-8");
         let text_mark = Value::from(TEXT_HOLE).to_string();
         let sequence_mark = SEQUENCE_HOLE.to_string();
         let mut marks: Vec<(usize, usize, Hole)> = Vec::new();
@@ -65,19 +75,22 @@ impl EventTemplate {
             from = at + len;
         }
         literals.push(serialized[from..].to_string());
-        EventTemplate { literals, holes }
+        let literal_bytes = literals.iter().map(String::len).sum();
+        EventTemplate {
+            literals,
+            holes,
+            literal_bytes,
+        }
     }
 
     /// The event with `text` (and `sequence`, where the template has that hole).
     pub(crate) fn fill(&self, text: &str, sequence: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            self.literals.iter().map(String::len).sum::<usize>() + text.len() + 24,
-        );
+        let mut out = Vec::with_capacity(self.literal_bytes + text.len() + 24);
         for (literal, hole) in self.literals.iter().zip(&self.holes) {
             out.extend_from_slice(literal.as_bytes());
             match hole {
                 Hole::Text => serde_json::to_writer(&mut out, text).expect("writing to a Vec"),
-                Hole::Sequence => out.extend_from_slice(sequence.to_string().as_bytes()),
+                Hole::Sequence => write!(out, "{sequence}").expect("writing to a Vec"),
             }
         }
         out.extend_from_slice(self.literals.last().expect("one literal").as_bytes());
@@ -118,12 +131,10 @@ mod tests {
             "é 😀 \u{2028} \u{7f}",
             TEXT_HOLE,
         ];
-        let template = EventTemplate::new(
-            "event: response.output_text.delta\ndata: ",
+        let template = EventTemplate::new(crate::responses_event(
             &json!({"type": "response.output_text.delta", "sequence_number": SEQUENCE_HOLE,
                 "item_id": "msg_mock", "delta": TEXT_HOLE}),
-            "\n\n",
-        );
+        ));
         for (seq, text) in texts.iter().enumerate() {
             let by_value = format!(
                 "event: response.output_text.delta\ndata: {}\n\n",
@@ -139,10 +150,11 @@ mod tests {
 
     #[test]
     fn a_template_without_a_text_hole_or_with_two_is_refused() {
-        let none = std::panic::catch_unwind(|| EventTemplate::new("", &json!({"a": 1}), ""));
+        let none =
+            std::panic::catch_unwind(|| EventTemplate::new(crate::sse_data(&json!({"a": 1}))));
         assert!(none.is_err());
         let two = std::panic::catch_unwind(|| {
-            EventTemplate::new("", &json!({"a": TEXT_HOLE, "b": TEXT_HOLE}), "")
+            EventTemplate::new(crate::sse_data(&json!({"a": TEXT_HOLE, "b": TEXT_HOLE})))
         });
         assert!(two.is_err());
     }
