@@ -19,7 +19,7 @@
 //! `-- --throughput-only` for the events/s table alone, `-- --load-only` for load, create and
 //! cut-over alone, `-- --rss-only` for the RSS rows alone, `-- --plugin FILE` to measure
 //! another build of the plugin, `-- --reader R` to run one reader alone under a profiler,
-//! `-- --rounds N` for N rounds a row).
+//! `-- --rounds N` for N rounds a row, `-- --deltas N` for local streams of N text deltas).
 //! The RSS rows run in child processes of this binary (one per reader and count), so that memory
 //! freed by one phase cannot flatter the next.
 
@@ -345,21 +345,53 @@ async fn read_direct(client: &reqwest::Client, url: &str, body: String, parse: b
     events
 }
 
-/// The plugin reader: `concurrency` streams at once, each pulled by its own host thread.
-/// Returns the text deltas received (asserting each stream ended with `done`).
-fn through_plugin(provider: &Provider, request: &str, concurrency: usize) -> Run {
-    let cpu0 = cpu_time();
-    let start = Instant::now();
-    let events = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..concurrency)
-            .map(|_| scope.spawn(|| read_plugin(provider, request)))
+/// The plugin reader's host threads for one row: `n` threads that live as long as the row, as a
+/// gateway's pulling threads do, each pulling one stream per round. (A thread spawned per
+/// stream billed the plugin for creating, starting and tearing down a thread, its stack and
+/// its malloc arena, in every round, which the direct client's tasks on a running runtime do
+/// not pay: about 300 µs a stream, measured with 50-delta streams.)
+struct HostThreads<'env> {
+    jobs: Vec<std::sync::mpsc::Sender<&'env Provider>>,
+    done: std::sync::mpsc::Receiver<usize>,
+}
+
+impl<'env> HostThreads<'env> {
+    /// Starts `n` threads in `scope` that read `request` whenever they are handed a provider.
+    fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        n: usize,
+        request: &'env str,
+    ) -> Self {
+        let (finished, done) = std::sync::mpsc::channel();
+        let jobs = (0..n)
+            .map(|_| {
+                let (job, jobs) = std::sync::mpsc::channel::<&'env Provider>();
+                let finished = finished.clone();
+                scope.spawn(move || {
+                    for provider in jobs {
+                        finished.send(read_plugin(provider, request)).unwrap();
+                    }
+                });
+                job
+            })
             .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).sum()
-    });
-    Run {
-        events,
-        wall: start.elapsed(),
-        cpu: cpu_time() - cpu0,
+        HostThreads { jobs, done }
+    }
+
+    /// One round: every thread pulls one stream of `provider` at once; returns when all ended
+    /// (asserting each ended with `done`), with the text deltas they received.
+    fn read(&self, provider: &'env Provider) -> Run {
+        let cpu0 = cpu_time();
+        let start = Instant::now();
+        for job in &self.jobs {
+            job.send(provider).unwrap();
+        }
+        let events = self.jobs.iter().map(|_| self.done.recv().unwrap()).sum();
+        Run {
+            events,
+            wall: start.elapsed(),
+            cpu: cpu_time() - cpu0,
+        }
     }
 }
 
@@ -515,10 +547,12 @@ fn rss_child(reader: &str, count: usize) {
     }
 }
 
-/// A runtime for the direct client with `workers` worker threads.
+/// A runtime for the direct client with `workers` worker threads (named, so a scheduler
+/// trace tells them from the local server's).
 fn runtime(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        .thread_name("direct-client")
         .enable_all()
         .build()
         .unwrap()
@@ -720,7 +754,12 @@ fn main() {
         )
     });
     let local = MockMantle::start(None).unwrap();
-    let local_text = "x".repeat(if quick { 4_000 } else { 20_000 } * 8 - "echo: ".len());
+    // `--deltas N`: text deltas per local stream (default 20,000, 4,000 with `--quick`); a few
+    // dozen measure what a stream costs apart from its events.
+    let deltas = value_of("--deltas")
+        .map(|n| n.parse::<usize>().expect("--deltas takes a count"))
+        .unwrap_or(if quick { 4_000 } else { 20_000 });
+    let local_text = "x".repeat(deltas * 8 - "echo: ".len());
 
     // The direct client gets a runtime with as many workers as streams; so does the plugin
     // (`runtime.workerThreads`), for the same resources. The plugin with its default (one
@@ -773,26 +812,31 @@ fn main() {
                     wall: Duration::from_secs(1),
                     cpu: Duration::ZERO,
                 };
-                let read_with = |reader: usize| match READERS[reader] {
-                    name if !runs(name) => skipped,
-                    "raw" => direct(&runtime, &client, &url, &body, c, false),
-                    "direct" => direct(&runtime, &client, &url, &body, c, true),
-                    "plugin" => through_plugin(&provider, &request, c),
-                    _ => through_plugin(&default_workers, &request, c),
-                };
-                // Warm every path (connections, allocator) before measuring.
-                for reader in 1..READERS.len() {
-                    read_with(reader);
-                }
-                // Rounds interleave the readers, so a slow spell of this shared machine falls
-                // on all of them; each events/s column is its median round, each ratio the
-                // median of the rounds' own ratios.
-                let mut rounds: [Vec<Run>; 4] = Default::default();
-                for _ in 0..rounds_per_row {
-                    for (reader, runs) in rounds.iter_mut().enumerate() {
-                        runs.push(read_with(reader));
+                // The host's pulling threads live as long as the row (as a gateway's do).
+                let rounds = std::thread::scope(|scope| {
+                    let host = HostThreads::start(scope, c, &request);
+                    let read_with = |reader: usize| match READERS[reader] {
+                        name if !runs(name) => skipped,
+                        "raw" => direct(&runtime, &client, &url, &body, c, false),
+                        "direct" => direct(&runtime, &client, &url, &body, c, true),
+                        "plugin" => host.read(&provider),
+                        _ => host.read(&default_workers),
+                    };
+                    // Warm every path (connections, allocator, threads) before measuring.
+                    for reader in 1..READERS.len() {
+                        read_with(reader);
                     }
-                }
+                    // Rounds interleave the readers, so a slow spell of this shared machine
+                    // falls on all of them; each events/s column is its median round, each
+                    // ratio the median of the rounds' own ratios.
+                    let mut rounds: [Vec<Run>; 4] = Default::default();
+                    for _ in 0..rounds_per_row {
+                        for (reader, runs) in rounds.iter_mut().enumerate() {
+                            runs.push(read_with(reader));
+                        }
+                    }
+                    rounds
+                });
                 let (ratio, lowest, highest) = paired_ratios(&rounds[2], &rounds[1]);
                 let (ratio_default, ..) = paired_ratios(&rounds[3], &rounds[1]);
                 let [raw, d, p, _] = rounds.map(median_run);

@@ -339,6 +339,7 @@ impl ServerThread {
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(workers)
+                    .thread_name("mock-server")
                     .enable_all()
                     .build()
                     .expect("mock server runtime");
