@@ -12,6 +12,7 @@ pub mod config;
 pub mod discovery;
 pub mod errors;
 pub mod ffi;
+pub mod lanes;
 pub mod limits;
 pub mod provider;
 pub mod region;

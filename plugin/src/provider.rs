@@ -1,4 +1,5 @@
-//! One provider instance: its config, runtime, HTTP client, auth, discovery cache and streams.
+//! One provider instance: its config, lanes (runtimes and HTTP clients), auth, discovery cache
+//! and streams.
 //! This is the safe Rust core the ABI layers wrap.
 
 use std::{sync::Arc, time::Duration};
@@ -16,6 +17,7 @@ use crate::{
     },
     discovery::{self, DiscoveryCache, Outcome},
     errors::{ErrorKind, StreamError},
+    lanes::Lanes,
     region::{self, RegionChoice},
     request::{self, CanonicalRequest},
     routes::Endpoints,
@@ -45,8 +47,8 @@ pub struct ProviderOptions {
     pub credentials: Option<SharedCredentialsProvider>,
     /// Stream timeouts.
     pub timeouts: Timeouts,
-    /// Worker threads of the instance's runtime; `None`: the plugin config's
-    /// `runtime.workerThreads`, else the machine's cores.
+    /// The instance's lanes (threads, each with a single-threaded runtime); `None`: the plugin
+    /// config's `runtime.workerThreads`, else the machine's cores.
     pub worker_threads: Option<usize>,
     /// Discovery limits (deadline, idle per chunk, body cap).
     pub discovery_limits: discovery::Limits,
@@ -167,9 +169,9 @@ impl Recover for Recoverer {
     }
 }
 
-/// A provider instance with its own runtime.
+/// A provider instance with its own lanes (threads, runtimes and HTTP clients).
 pub struct Provider {
-    runtime: Option<tokio::runtime::Runtime>,
+    lanes: Lanes,
     core: Arc<Core>,
 }
 
@@ -227,19 +229,6 @@ impl Provider {
             Some(_) => endpoints.openai_base.clone(),
             None => region_name.clone(),
         };
-        // Its workers pay the wake-ups of waiting pulls when they go idle (stream/wake.rs).
-        let runtime =
-            crate::stream::wake::install(&mut tokio::runtime::Builder::new_multi_thread())
-                .worker_threads(
-                    options
-                        .worker_threads
-                        .unwrap_or_else(|| plugin.worker_threads())
-                        .max(1),
-                )
-                .thread_name("mantle-provider")
-                .enable_all()
-                .build()
-                .map_err(|e| CreateError::Startup(format!("runtime: {e}")))?;
         // The system's CA roots load on a short-lived thread of their own, not here (tls.rs);
         // only a provider that may speak TLS loads them before its first handshake.
         let verifier = crate::tls::platform_verifier();
@@ -248,13 +237,26 @@ impl Provider {
         }
         let tls = crate::tls::client_config(verifier)
             .map_err(|e| CreateError::Startup(format!("TLS config: {e}")))?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .user_agent(crate::user_agent())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| CreateError::Startup(format!("HTTP client: {e}")))?;
+        let make_client = move || {
+            reqwest::Client::builder()
+                .tls_backend_preconfigured(tls.clone())
+                .user_agent(crate::user_agent())
+                .connect_timeout(CONNECT_TIMEOUT)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))
+        };
+        let http = make_client().map_err(CreateError::Startup)?;
+        // Each lane pays the wake-ups of waiting pulls when it goes idle (stream/wake.rs).
+        let lanes = Lanes::start(
+            options
+                .worker_threads
+                .unwrap_or_else(|| plugin.worker_threads())
+                .max(1),
+            http.clone(),
+            Box::new(make_client),
+        )
+        .map_err(|e| CreateError::Startup(format!("runtime: {e}")))?;
         let auth = Auth::new(
             config.auth_mode(),
             config.api_key.clone(),
@@ -279,29 +281,26 @@ impl Provider {
             learned: Default::default(),
         };
         Ok(Provider {
-            runtime: Some(runtime),
+            lanes,
             core: Arc::new(core),
         })
     }
 
-    fn rt(&self) -> &tokio::runtime::Runtime {
-        self.runtime.as_ref().expect("runtime lives until drop")
-    }
-
-    /// Runs `fut` on this provider's runtime and waits for it on the calling thread. From a
-    /// plain thread that is `block_on`; from inside a tokio runtime (a Rust gateway calling an
-    /// entry point from an async task), where `block_on` would panic, the future is spawned and
-    /// the thread waits on a channel. A panic in `fut` resumes on the calling thread, where the
+    /// Runs `fut` in this provider's control lane and waits for it on the calling thread. From a
+    /// plain thread the calling thread polls it (`Handle::block_on`: the lane's own thread drives
+    /// its timers and sockets); from inside a tokio runtime (a Rust gateway calling an entry
+    /// point from an async task), where `block_on` would panic, the future is spawned on the
+    /// lane and the thread waits on a channel. A panic in `fut` resumes on the calling thread, where the
     /// ABI guard turns it into an `Internal` error.
     fn run_blocking<T: Send + 'static>(
         &self,
         fut: impl std::future::Future<Output = T> + Send + 'static,
     ) -> T {
         if tokio::runtime::Handle::try_current().is_err() {
-            return self.rt().block_on(fut);
+            return self.lanes.control().block_on(fut);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.rt().spawn(async move {
+        self.lanes.control().spawn(async move {
             let result =
                 futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await;
             let _ = tx.send(result);
@@ -318,9 +317,14 @@ impl Provider {
         &self.core
     }
 
-    /// The runtime handle.
+    /// The control lane's runtime handle (discovery, token refresh, blocking calls).
     pub fn handle(&self) -> tokio::runtime::Handle {
-        self.rt().handle().clone()
+        self.lanes.control().clone()
+    }
+
+    /// Streams on each lane now.
+    pub fn lane_streams(&self) -> Vec<usize> {
+        self.lanes.streams()
     }
 
     /// Discovery + merge (blocking the calling thread; call from a host thread).
@@ -433,30 +437,28 @@ impl Provider {
     pub fn start_stream(&self, request_json: &str) -> Result<StreamHandle, String> {
         let request = CanonicalRequest::parse(request_json)?;
         let core = self.core.clone();
-        let handle = self.handle();
         let prepared = self.run_blocking(async move { core.prepare(&request).await });
+        let (lane, client) = self.lanes.pick();
         Ok(match prepared {
-            Ok(upstream) => StreamHandle::start(&handle, self.core.http.clone(), upstream),
-            Err(e) => StreamHandle::failed(&handle, e),
+            Ok(upstream) => StreamHandle::start(lane, client, upstream),
+            Err(e) => StreamHandle::failed(lane, e),
         })
     }
 }
 
-/// The longest a provider close waits for its worker threads to exit.
+/// The longest a provider close waits for its lane threads to exit.
 const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Drop for Provider {
     fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            // Tasks are aborted either way. From a plain host thread, wait (bounded) for the
-            // worker threads to exit, so a closed provider leaves no thread behind; inside a
-            // runtime, blocking is not allowed, so let them exit in the background.
-            if tokio::runtime::Handle::try_current().is_ok() {
-                rt.shutdown_background();
-            } else {
-                rt.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
-            }
-        }
+        // Tasks are dropped either way. From a plain host thread, wait (bounded) for the lane
+        // threads to exit, so a closed provider leaves no thread behind; inside a runtime,
+        // blocking is not allowed, so let them exit in the background.
+        let wait = match tokio::runtime::Handle::try_current() {
+            Ok(_) => None,
+            Err(_) => Some(RUNTIME_SHUTDOWN_WAIT),
+        };
+        self.lanes.stop(wait);
     }
 }
 

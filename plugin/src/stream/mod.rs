@@ -153,6 +153,24 @@ pub enum Poll {
     Finished,
 }
 
+/// Where a stream's task runs: a runtime handle, or a provider lane (which also counts it).
+pub trait Spawner {
+    /// Spawns `task`; its handle aborts it.
+    fn spawn_stream<F: std::future::Future<Output = ()> + Send + 'static>(
+        &self,
+        task: F,
+    ) -> tokio::task::AbortHandle;
+}
+
+impl Spawner for tokio::runtime::Handle {
+    fn spawn_stream<F: std::future::Future<Output = ()> + Send + 'static>(
+        &self,
+        task: F,
+    ) -> tokio::task::AbortHandle {
+        self.spawn(task).abort_handle()
+    }
+}
+
 /// The host's handle on a running stream.
 pub struct StreamHandle {
     queue: Arc<EventQueue>,
@@ -171,28 +189,24 @@ pub const CANCELLED_BY_HOST: &str = "cancelled by the host";
 pub const CANCELLED_PROVIDER_CLOSED: &str = "cancelled: the provider was closed";
 
 impl StreamHandle {
-    /// Starts `request` on `runtime`.
+    /// Starts `request` on `runtime` (a runtime handle or a provider lane) with `client`.
     pub fn start(
-        runtime: &tokio::runtime::Handle,
+        runtime: &impl Spawner,
         client: reqwest::Client,
         request: UpstreamRequest,
     ) -> Self {
         let queue = Arc::new(EventQueue::default());
-        let task = runtime
-            .spawn(run(client, request, ProducerGuard(queue.clone())))
-            .abort_handle();
+        let task = runtime.spawn_stream(run(client, request, ProducerGuard(queue.clone())));
         StreamHandle { queue, task }
     }
 
     /// A stream that yields one error and finishes (request rejected before sending).
-    pub fn failed(runtime: &tokio::runtime::Handle, error: StreamError) -> Self {
+    pub fn failed(runtime: &impl Spawner, error: StreamError) -> Self {
         let queue = Arc::new(EventQueue::default());
         let guard = ProducerGuard(queue.clone());
-        let task = runtime
-            .spawn(async move {
-                let _ = guard.0.push_event(Emitted::error(error)).await;
-            })
-            .abort_handle();
+        let task = runtime.spawn_stream(async move {
+            let _ = guard.0.push_event(Emitted::error(error)).await;
+        });
         StreamHandle { queue, task }
     }
 

@@ -73,6 +73,12 @@ fn on_worker_stop() {
     pay_all();
 }
 
+/// A thread that drove a runtime with the hooks (a provider lane) ends: it pays what it owes,
+/// and defers no more (what `on_thread_stop` does for a multi-threaded runtime's workers).
+pub fn thread_ends() {
+    on_worker_stop();
+}
+
 /// Owes `queue` a wake-up if this thread pays at park; false where it must be sent now.
 pub(super) fn owe(queue: &Arc<EventQueue>) -> bool {
     if !PAYS_AT_PARK.get() {
