@@ -346,23 +346,35 @@ impl EventQueue {
         self.readable.notify_one();
     }
 
-    /// Marks the producer finished (called when the task ends or is dropped).
+    /// Marks the producer finished (called when the task ends or is dropped), waking the pull
+    /// if one waits. (Only then: a `Condvar` notify is a system call even with no waiter, and
+    /// a pull that is not waiting sees the flag before it would wait.)
     pub fn producer_done(&self) {
-        self.lock().producer_done = true;
-        self.readable.notify_all();
+        let waiting = {
+            let mut s = self.lock();
+            s.producer_done = true;
+            s.pull_waiting
+        };
+        if waiting {
+            self.readable.notify_all();
+        }
     }
 
     /// Cancels: drops what is queued, wakes a waiting pull (which then gets the `cancelled`
     /// terminal event with `reason` as its message) and the task. Idempotent; the first reason
     /// wins.
     pub fn cancel(&self, reason: &'static str) {
-        {
+        let waiting = {
             let mut s = self.lock();
             s.cancelled.get_or_insert(reason);
             s.inputs.clear();
             s.bytes = 0;
+            s.pull_waiting
+        };
+        // As in `producer_done`: only a waiting pull needs the system call.
+        if waiting {
+            self.readable.notify_all();
         }
-        self.readable.notify_all();
         self.writable.notify_waiters();
     }
 
@@ -968,6 +980,56 @@ pub(super) mod tests {
         assert_eq!(error.kind, ErrorKind::Internal);
         assert_eq!(error.message, "stream task ended unexpectedly");
         assert!(matches!(queue.pull(Duration::ZERO), Ok(Poll::Finished)));
+    }
+
+    /// Waits until a pull waits on `queue`.
+    fn until_a_pull_waits(queue: &EventQueue) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !queue.lock().pull_waiting {
+            assert!(Instant::now() < deadline, "the pull never waited");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_waiting_pull_is_woken_by_the_task_ending_and_by_a_cancel() {
+        // The task ends while the pull waits: the pull reports the crash at once.
+        let queue = Arc::new(EventQueue::default());
+        let guard = ProducerGuard(queue.clone());
+        let puller = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.pull(Duration::from_secs(30)))
+        };
+        until_a_pull_waits(&queue);
+        let started = Instant::now();
+        drop(guard);
+        let Ok(Poll::Event(e)) = puller.join().unwrap() else {
+            panic!("an event")
+        };
+        assert!(matches!(e.event, StreamEvent::Error(ref e) if e.kind == ErrorKind::Internal));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken, not timed out"
+        );
+
+        // A cancel while the pull waits: the pull gets the cancelled event at once.
+        let queue = Arc::new(EventQueue::default());
+        let _guard = ProducerGuard(queue.clone());
+        let puller = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.pull(Duration::from_secs(30)))
+        };
+        until_a_pull_waits(&queue);
+        let started = Instant::now();
+        queue.cancel("by the test");
+        assert_eq!(
+            puller.join().unwrap(),
+            Ok(Poll::Event(cancelled_event("by the test")))
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken, not timed out"
+        );
     }
 
     #[test]
