@@ -349,7 +349,7 @@ async fn read_direct(client: &reqwest::Client, url: &str, body: String, parse: b
 /// gateway's pulling threads do, each pulling one stream per round. (A thread spawned per
 /// stream billed the plugin for creating, starting and tearing down a thread, its stack and
 /// its malloc arena, in every round, which the direct client's tasks on a running runtime do
-/// not pay: about 300 µs a stream, measured with 50-delta streams.)
+/// not pay: roughly 50-170 µs a stream, measured with 50-delta streams.)
 struct HostThreads<'env> {
     jobs: Vec<std::sync::mpsc::Sender<&'env Provider>>,
     done: std::sync::mpsc::Receiver<usize>,
