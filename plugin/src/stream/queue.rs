@@ -945,15 +945,8 @@ pub(super) mod tests {
     #[test]
     fn a_second_pull_while_one_runs_is_refused() {
         let queue = Arc::new(EventQueue::default());
-        let waiting = {
-            let queue = queue.clone();
-            std::thread::spawn(move || queue.pull(Duration::from_secs(30)))
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !queue.lock().pull_waiting {
-            assert!(Instant::now() < deadline, "the first pull never waited");
-            std::thread::yield_now();
-        }
+        let waiting = pulling(&queue);
+        until_a_pull_waits(&queue);
         assert_eq!(queue.pull(Duration::ZERO), Err(PullBusy));
         queue.cancel("done");
         assert_eq!(
@@ -966,10 +959,7 @@ pub(super) mod tests {
     fn a_task_that_ends_without_a_terminal_event_ends_the_stream_with_an_internal_error() {
         let queue = Arc::new(EventQueue::default());
         let guard = ProducerGuard(queue.clone());
-        let puller = {
-            let queue = queue.clone();
-            std::thread::spawn(move || queue.pull(Duration::from_secs(30)))
-        };
+        let puller = pulling(&queue);
         drop(guard);
         let Ok(Poll::Event(e)) = puller.join().unwrap() else {
             panic!("an event")
@@ -980,6 +970,12 @@ pub(super) mod tests {
         assert_eq!(error.kind, ErrorKind::Internal);
         assert_eq!(error.message, "stream task ended unexpectedly");
         assert!(matches!(queue.pull(Duration::ZERO), Ok(Poll::Finished)));
+    }
+
+    /// A host thread pulling one event from `queue` (waiting up to 30 s).
+    fn pulling(queue: &Arc<EventQueue>) -> std::thread::JoinHandle<Result<Poll, PullBusy>> {
+        let queue = queue.clone();
+        std::thread::spawn(move || queue.pull(Duration::from_secs(30)))
     }
 
     /// Waits until a pull waits on `queue`.
@@ -996,10 +992,7 @@ pub(super) mod tests {
         // The task ends while the pull waits: the pull reports the crash at once.
         let queue = Arc::new(EventQueue::default());
         let guard = ProducerGuard(queue.clone());
-        let puller = {
-            let queue = queue.clone();
-            std::thread::spawn(move || queue.pull(Duration::from_secs(30)))
-        };
+        let puller = pulling(&queue);
         until_a_pull_waits(&queue);
         let started = Instant::now();
         drop(guard);
@@ -1015,10 +1008,7 @@ pub(super) mod tests {
         // A cancel while the pull waits: the pull gets the cancelled event at once.
         let queue = Arc::new(EventQueue::default());
         let _guard = ProducerGuard(queue.clone());
-        let puller = {
-            let queue = queue.clone();
-            std::thread::spawn(move || queue.pull(Duration::from_secs(30)))
-        };
+        let puller = pulling(&queue);
         until_a_pull_waits(&queue);
         let started = Instant::now();
         queue.cancel("by the test");
