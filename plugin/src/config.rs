@@ -49,13 +49,14 @@ pub struct PluginConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuntimeConfig {
-    /// Worker threads of each provider's runtime (1..=1024); unset: as many as the machine
-    /// has cores (`available_parallelism`).
+    /// Lanes of each provider (1..=1024): threads, each with a single-threaded runtime and
+    /// its own HTTP client (`lanes.rs`); unset: as many as the machine has cores
+    /// (`available_parallelism`).
     #[serde(default)]
     pub worker_threads: Option<u32>,
 }
 
-/// Most worker threads a provider's runtime may be given.
+/// Most lanes (worker threads) a provider may be given.
 pub const MAX_WORKER_THREADS: u32 = 1024;
 
 /// `discovery` section of the plugin config.
@@ -291,7 +292,7 @@ impl PluginConfig {
         Ok(config)
     }
 
-    /// Worker threads for a provider's runtime: the configured number, else the machine's cores.
+    /// Lanes (worker threads) for a provider: the configured number, else the machine's cores.
     pub fn worker_threads(&self) -> usize {
         match self.runtime.worker_threads {
             Some(n) => n as usize,
