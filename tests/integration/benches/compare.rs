@@ -697,10 +697,22 @@ fn main() {
         .unwrap_or_else(|| throughput_rounds(quick));
     raise_fd_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Every library the run loads is built first: the cut-over's two tagged versions (each a
+    // rebuild of the plugin crate, gigabytes written under target/), then this tree's own. The
+    // timed loads come after the disk has settled (`settle_disk`): measured right after a
+    // build, every load's copy competed with the build's writeback, which put load medians at
+    // 7.5-21.8 ms and single samples up to 69 ms on this machine.
+    let tagged = (!throughput_only && !rss_only && !latency_only).then(|| {
+        (
+            common::release_plugin(Some("v1")),
+            common::release_plugin(Some("v2")),
+        )
+    });
     // `--plugin FILE` measures another build (an A/B of two versions) instead of this tree's.
     let plugin_file = value_of("--plugin")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| common::release_plugin(None));
+    settle_disk();
     println!(
         "machine: {cores} cores; plugin: {} ({} KiB, release)",
         plugin_file.display(),
@@ -727,7 +739,7 @@ fn main() {
     loads.sort();
     creates.sort();
     if load_only {
-        return load_table(&loads, &creates, quick);
+        return load_table(&loads, &creates, tagged.as_ref(), quick);
     }
     if rss_only {
         return rss_table(&plugin_file);
@@ -892,7 +904,7 @@ fn main() {
         return;
     }
     rss_table(&plugin_file);
-    load_table(&loads, &creates, quick);
+    load_table(&loads, &creates, tagged.as_ref(), quick);
 }
 
 /// RSS per open stream, plugin against direct, at 1,000 and 5,000 open streams; and the heap
@@ -918,11 +930,24 @@ fn rss_table(plugin_file: &Path) {
     }
 }
 
-/// Load + create times and the hot-swap cut-over (two tagged release builds).
-fn load_table(loads: &[Duration], creates: &[Duration], quick: bool) {
-    let v1 = common::release_plugin(Some("v1"));
-    let v2 = common::release_plugin(Some("v2"));
-    let in_order = cut_over(&v1, &v2, if quick { 4 } else { 10 });
+/// Writes every dirty page back and waits for it (`sync`), so that what a timed load writes
+/// does not queue behind what the bench's own builds wrote.
+fn settle_disk() {
+    // SAFETY: sync takes no arguments and only flushes the kernel's dirty buffers.
+    unsafe { libc::sync() };
+}
+
+/// Load + create times and the hot-swap cut-over between `tagged` (two tagged release builds,
+/// built before anything was timed).
+fn load_table(
+    loads: &[Duration],
+    creates: &[Duration],
+    tagged: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    quick: bool,
+) {
+    let (v1, v2) = tagged.expect("the tagged builds are made when load and cut-over run");
+    settle_disk();
+    let in_order = cut_over(v1, v2, if quick { 4 } else { 10 });
     let first = in_order[0];
     let mut cut = in_order.clone();
     cut.sort();
