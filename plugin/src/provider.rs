@@ -286,12 +286,12 @@ impl Provider {
         })
     }
 
-    /// Runs `fut` in this provider's control lane and waits for it on the calling thread. From a
-    /// plain thread the calling thread polls it (`Handle::block_on`: the lane's own thread drives
-    /// its timers and sockets); from inside a tokio runtime (a Rust gateway calling an entry
-    /// point from an async task), where `block_on` would panic, the future is spawned on the
-    /// lane and the thread waits on a channel. A panic in `fut` resumes on the calling thread, where the
-    /// ABI guard turns it into an `Internal` error.
+    /// Runs `fut` in this provider's control lane and waits for it on the calling thread. From
+    /// a plain thread the calling thread polls it (`Handle::block_on`: the lane's own thread
+    /// drives its timers and sockets); from inside a tokio runtime (a Rust gateway calling an
+    /// entry point from an async task), where `block_on` would panic, the future is spawned on
+    /// the lane and the thread waits on a channel. A panic in `fut` resumes on the calling
+    /// thread, where the ABI guard turns it into an `Internal` error.
     fn run_blocking<T: Send + 'static>(
         &self,
         fut: impl std::future::Future<Output = T> + Send + 'static,
