@@ -45,6 +45,8 @@ pub struct Lane {
     streams: Arc<AtomicUsize>,
     /// Dropping it stops the lane's thread.
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The lane's thread, joined once it has reported its exit.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The longest a lane's runtime waits for its blocking threads (name lookups) when it stops.
@@ -118,12 +120,22 @@ impl Lanes {
     }
 
     /// Stops every lane: their tasks are dropped (each stream ends as cancelled). With `wait`,
-    /// returns once every lane thread has exited or `wait` has passed; else at once.
+    /// returns once every lane thread has ended (joined), or once `wait` has passed (the rest
+    /// end in the background); else at once.
     pub fn stop(&self, wait: Option<Duration>) {
         for lane in &self.lanes {
             lane.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
         }
         let Some(wait) = wait else { return };
+        let joined = |lane: &Lane| {
+            lane.thread
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+        };
+        if self.lanes.iter().all(joined) {
+            return; // stopped and joined before
+        }
         let deadline = Instant::now() + wait;
         let exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..self.lanes.len() {
@@ -131,6 +143,14 @@ impl Lanes {
             if exited.recv_timeout(left).is_err() {
                 tracing::warn!("a provider lane did not stop in time; it exits in the background");
                 return;
+            }
+        }
+        // Every lane has done its last work and is ending: joining returns at once, and leaves
+        // no thread of this provider behind.
+        for lane in &self.lanes {
+            let thread = lane.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(thread) = thread {
+                let _ = thread.join();
             }
         }
     }
@@ -153,7 +173,7 @@ impl Lane {
                 .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("mantle-provider".into())
             .spawn(move || {
                 // Runs the lane's tasks until the stop sender is dropped.
@@ -170,6 +190,7 @@ impl Lane {
             client: OnceLock::new(),
             streams: Arc::new(AtomicUsize::new(0)),
             stop: Mutex::new(Some(stop)),
+            thread: Mutex::new(Some(thread)),
         })
     }
 }
