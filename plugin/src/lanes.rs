@@ -5,8 +5,8 @@
 //! for its connection run on the same thread, so the body chunks they hand each other (one per
 //! upstream event) never cross threads, and no idle thread is woken to steal work. On one
 //! multi-threaded runtime they did: with two workers, one stream's task and its connection's
-//! task woke each other across the workers for every chunk (38,239 context switches for 31
-//! local streams, against 3,131 with one worker).
+//! task woke each other across the workers for every chunk (session 14 counted 38,239 context
+//! switches for 31 local streams, against 3,131 with one worker).
 //!
 //! A new stream goes to the lane with the fewest streams (ties: round robin). Lane 0 also runs
 //! the control work: discovery, token refresh, and the futures the blocking entry points wait
@@ -44,9 +44,9 @@ pub struct Lane {
     client: OnceLock<reqwest::Client>,
     streams: Arc<AtomicUsize>,
     /// Dropping it stops the lane's thread.
-    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The lane's thread, joined once it has reported its exit.
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The longest a lane's runtime waits for its blocking threads (name lookups) when it stops.
@@ -78,16 +78,6 @@ impl Lanes {
     /// Lane 0, which runs the control work.
     pub fn control(&self) -> &tokio::runtime::Handle {
         &self.lanes[0].handle
-    }
-
-    /// How many lanes there are.
-    pub fn len(&self) -> usize {
-        self.lanes.len()
-    }
-
-    /// Always false: there is at least one lane.
-    pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
     }
 
     /// The lane a new stream goes to (the fewest streams now), and its client.
@@ -122,22 +112,16 @@ impl Lanes {
     /// Stops every lane: their tasks are dropped (each stream ends as cancelled). With `wait`,
     /// returns once every lane thread has ended (joined), or once `wait` has passed (the rest
     /// end in the background); else at once.
-    pub fn stop(&self, wait: Option<Duration>) {
-        for lane in &self.lanes {
-            lane.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+    pub fn stop(&mut self, wait: Option<Duration>) {
+        for lane in &mut self.lanes {
+            lane.stop.take();
         }
         let Some(wait) = wait else { return };
-        let joined = |lane: &Lane| {
-            lane.thread
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_none()
-        };
-        if self.lanes.iter().all(joined) {
+        if self.lanes.iter().all(|lane| lane.thread.is_none()) {
             return; // stopped and joined before
         }
         let deadline = Instant::now() + wait;
-        let exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
+        let exited = self.exited.get_mut().unwrap_or_else(|p| p.into_inner());
         for _ in 0..self.lanes.len() {
             let left = deadline.saturating_duration_since(Instant::now());
             if exited.recv_timeout(left).is_err() {
@@ -147,9 +131,8 @@ impl Lanes {
         }
         // Every lane has done its last work and is ending: joining returns at once, and leaves
         // no thread of this provider behind.
-        for lane in &self.lanes {
-            let thread = lane.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(thread) = thread {
+        for lane in &mut self.lanes {
+            if let Some(thread) = lane.thread.take() {
                 let _ = thread.join();
             }
         }
@@ -182,15 +165,15 @@ impl Lane {
                 });
                 // Drops every task still there (a stream's producer guard ends it as cancelled).
                 runtime.shutdown_timeout(BLOCKING_POOL_WAIT);
-                crate::stream::wake::thread_ends();
+                crate::stream::wake::on_worker_stop();
                 let _ = exited.send(());
             })?;
         Ok(Lane {
             handle,
             client: OnceLock::new(),
             streams: Arc::new(AtomicUsize::new(0)),
-            stop: Mutex::new(Some(stop)),
-            thread: Mutex::new(Some(thread)),
+            stop: Some(stop),
+            thread: Some(thread),
         })
     }
 }
@@ -258,7 +241,7 @@ mod tests {
     fn streams_go_to_the_lane_with_the_fewest_and_leave_it_when_they_end() {
         let built = Arc::new(AtomicUsize::new(0));
         let lanes = lanes(3, built.clone());
-        assert_eq!(lanes.len(), 3);
+        assert_eq!(lanes.streams().len(), 3);
         let mut running = Vec::new();
         for _ in 0..3 {
             let (lane, _client) = lanes.pick();
@@ -290,7 +273,7 @@ mod tests {
 
     #[test]
     fn stopping_ends_every_task_and_every_lane_thread() {
-        let lanes = lanes(2, Arc::new(AtomicUsize::new(0)));
+        let mut lanes = lanes(2, Arc::new(AtomicUsize::new(0)));
         let tasks: Vec<_> = (0..4)
             .map(|_| {
                 let (lane, _) = lanes.pick();

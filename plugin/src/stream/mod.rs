@@ -153,22 +153,13 @@ pub enum Poll {
     Finished,
 }
 
-/// Where a stream's task runs: a runtime handle, or a provider lane (which also counts it).
+/// Where a stream's task runs (a provider lane, which also counts it).
 pub trait Spawner {
     /// Spawns `task`; its handle aborts it.
     fn spawn_stream<F: std::future::Future<Output = ()> + Send + 'static>(
         &self,
         task: F,
     ) -> tokio::task::AbortHandle;
-}
-
-impl Spawner for tokio::runtime::Handle {
-    fn spawn_stream<F: std::future::Future<Output = ()> + Send + 'static>(
-        &self,
-        task: F,
-    ) -> tokio::task::AbortHandle {
-        self.spawn(task).abort_handle()
-    }
 }
 
 /// The host's handle on a running stream.
@@ -189,7 +180,7 @@ pub const CANCELLED_BY_HOST: &str = "cancelled by the host";
 pub const CANCELLED_PROVIDER_CLOSED: &str = "cancelled: the provider was closed";
 
 impl StreamHandle {
-    /// Starts `request` on `runtime` (a runtime handle or a provider lane) with `client`.
+    /// Starts `request` on `runtime` (a provider lane) with `client`.
     pub fn start(
         runtime: &impl Spawner,
         client: reqwest::Client,

@@ -67,16 +67,12 @@ fn on_worker_park() {
     pay_all();
 }
 
-/// The worker's thread ends: it pays what it owes, and defers no more.
-fn on_worker_stop() {
+/// The worker's thread ends: it pays what it owes, and defers no more. A provider lane calls
+/// it itself when its thread ends (a single-threaded runtime has no `on_thread_stop` for the
+/// thread that drives it).
+pub(crate) fn on_worker_stop() {
     PAYS_AT_PARK.set(false);
     pay_all();
-}
-
-/// A thread that drove a runtime with the hooks (a provider lane) ends: it pays what it owes,
-/// and defers no more (what `on_thread_stop` does for a multi-threaded runtime's workers).
-pub fn thread_ends() {
-    on_worker_stop();
 }
 
 /// Owes `queue` a wake-up if this thread pays at park; false where it must be sent now.
