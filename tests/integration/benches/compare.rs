@@ -213,6 +213,18 @@ struct Run {
 }
 
 impl Run {
+    /// Times `read` (wall and process CPU), which returns the events it counted.
+    fn measure(read: impl FnOnce() -> usize) -> Run {
+        let cpu0 = cpu_time();
+        let start = Instant::now();
+        let events = read();
+        Run {
+            events,
+            wall: start.elapsed(),
+            cpu: cpu_time() - cpu0,
+        }
+    }
+
     fn per_second(&self) -> f64 {
         self.events as f64 / self.wall.as_secs_f64()
     }
@@ -277,28 +289,23 @@ fn direct(
     parse: bool,
 ) -> Run {
     let body = body.to_string();
-    let cpu0 = cpu_time();
-    let start = Instant::now();
-    let events = runtime.block_on(async {
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let client = client.clone();
-                let url = url.to_string();
-                let body = body.clone();
-                tokio::spawn(async move { read_direct(&client, &url, body, parse).await })
-            })
-            .collect();
-        let mut total = 0;
-        for t in tasks {
-            total += t.await.unwrap();
-        }
-        total
-    });
-    Run {
-        events,
-        wall: start.elapsed(),
-        cpu: cpu_time() - cpu0,
-    }
+    Run::measure(|| {
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let client = client.clone();
+                    let url = url.to_string();
+                    let body = body.clone();
+                    tokio::spawn(async move { read_direct(&client, &url, body, parse).await })
+                })
+                .collect();
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.unwrap();
+            }
+            total
+        })
+    })
 }
 
 /// The direct client's request: POST `body` to `url` with the bench's bearer token; the
@@ -381,17 +388,12 @@ impl<'env> HostThreads<'env> {
     /// One round: every thread pulls one stream of `provider` at once; returns when all ended
     /// (asserting each ended with `done`), with the text deltas they received.
     fn read(&self, provider: &'env Provider) -> Run {
-        let cpu0 = cpu_time();
-        let start = Instant::now();
-        for job in &self.jobs {
-            job.send(provider).unwrap();
-        }
-        let events = self.jobs.iter().map(|_| self.done.recv().unwrap()).sum();
-        Run {
-            events,
-            wall: start.elapsed(),
-            cpu: cpu_time() - cpu0,
-        }
+        Run::measure(|| {
+            for job in &self.jobs {
+                job.send(provider).unwrap();
+            }
+            self.jobs.iter().map(|_| self.done.recv().unwrap()).sum()
+        })
     }
 }
 
@@ -699,9 +701,9 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Every library the run loads is built first: the cut-over's two tagged versions (each a
     // rebuild of the plugin crate, gigabytes written under target/), then this tree's own. The
-    // timed loads come after the disk has settled (`settle_disk`): measured right after a
-    // build, every load's copy competed with the build's writeback, which put load medians at
-    // 7.5-21.8 ms and single samples up to 69 ms on this machine.
+    // timed loads come after the disk has settled (`settle_disk`), so no load's copy queues
+    // behind a build's writeback. (On session 15's slow hour this made no clear difference to
+    // the load figures: the machine's page cache was slow either way.)
     let tagged = (!throughput_only && !rss_only && !latency_only).then(|| {
         (
             common::release_plugin(Some("v1")),
