@@ -331,8 +331,9 @@ impl HotSwap {
     /// Loads a file, or returns the already mapped plugin with identical bytes.
     fn load_distinct(&self, path: &Path) -> Result<Arc<Plugin>, SwapError> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        // One read of the file: copied and fingerprinted, then either an already mapped version
-        // with the same bytes, or opened as a new one (while the cap allows).
+        // The file is read once, by its copy, which is fingerprinted; then it is either an
+        // already mapped version with the same bytes, or opened as a new one (while the cap
+        // allows).
         let may_open = loaded.len() < MAX_LOADED_VERSIONS;
         let found = |fingerprint: &crate::Fingerprint| {
             loaded
