@@ -1066,85 +1066,77 @@ fn load_table(
     tagged: Option<&(std::path::PathBuf, std::path::PathBuf)>,
     quick: bool,
 ) {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let sorted = |samples: &[Duration]| {
-        let mut sorted = samples.to_vec();
-        sorted.sort();
-        sorted
-    };
-    let (loads, creates, floors) = (
-        sorted(&times.loads),
-        sorted(&times.creates),
-        sorted(&times.floors),
-    );
-    // The loader's own cost: each load less the floor timed beside it, in ms.
-    let mut own: Vec<f64> = times
-        .loads
-        .iter()
-        .zip(&times.floors)
-        .map(|(load, floor)| ms(*load) - ms(*floor))
-        .collect();
-    own.sort_by(f64::total_cmp);
     let (v1, v2) = tagged.expect("the tagged builds are made when load and cut-over run");
     settle_disk();
     let cut = cut_over(v1, v2, if quick { 4 } else { 10 });
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    let plain = |v: f64| format!("{v:.1}");
+    let signed = |v: f64| format!("{v:+.1}");
     println!();
     println!("| what | median | max |");
     println!("| --- | --- | --- |");
-    println!(
-        "| plugin load (copy + XXH3 + dlopen + ABI check) | {:.1} ms | {:.1} ms |",
-        ms(loads[loads.len() / 2]),
-        ms(loads[loads.len() - 1])
+    ms_row(
+        "plugin load (copy + XXH3 + dlopen + ABI check)",
+        times.loads.iter().map(ms),
+        plain,
     );
-    println!(
-        "| this machine's floor: a plain copy of the file + dlopen, beside each load | {:.1} ms | {:.1} ms |",
-        ms(floors[floors.len() / 2]),
-        ms(floors[floors.len() - 1])
+    ms_row(
+        "this machine's floor: a plain copy of the file + dlopen, beside each load",
+        times.floors.iter().map(ms),
+        plain,
     );
-    println!(
-        "| the loader's own cost: each load less the floor beside it | {:+.1} ms | {:+.1} ms |",
-        own[own.len() / 2],
-        own[own.len() - 1]
+    ms_row(
+        "the loader's own cost: each load less the floor beside it",
+        times
+            .loads
+            .iter()
+            .zip(&times.floors)
+            .map(|(l, f)| ms(l) - ms(f)),
+        signed,
     );
-    println!(
-        "| provider create | {:.2} ms | {:.2} ms |",
-        ms(creates[creates.len() / 2]),
-        ms(creates[creates.len() - 1])
-    );
-    for (what, samples) in [
-        ("a version never loaded before", &cut.new_versions),
+    ms_row("provider create", times.creates.iter().map(ms), |v| {
+        format!("{v:.2}")
+    });
+    for (what, floor, samples) in [
+        (
+            "a version never loaded before",
+            "a plain copy of the file + dlopen",
+            &cut.new_versions,
+        ),
         (
             "the bytes of a version already mapped (rollback by file)",
+            "a plain copy of the file",
             &cut.mapped,
         ),
     ] {
-        let in_order: Vec<String> = samples
-            .iter()
-            .map(|(took, _)| format!("{:.1}", ms(*took)))
-            .collect();
-        let took = sorted(&samples.iter().map(|s| s.0).collect::<Vec<_>>());
-        let floor = sorted(&samples.iter().map(|s| s.1).collect::<Vec<_>>());
-        let mut own: Vec<f64> = samples
-            .iter()
-            .map(|(took, floor)| ms(*took) - ms(*floor))
-            .collect();
-        own.sort_by(f64::total_cmp);
-        println!(
-            "| file dropped (renamed into place) -> first request on the version it holds: {what} | {:.1} ms | {:.1} ms |",
-            ms(took[took.len() / 2]),
-            ms(took[took.len() - 1])
+        ms_row(
+            &format!("file dropped (renamed into place) -> first request on the version it holds: {what}"),
+            samples.iter().map(|(took, _)| ms(took)),
+            plain,
         );
+        let in_order: Vec<String> = samples.iter().map(|(took, _)| plain(ms(took))).collect();
         println!("| (in order, ms) | {} | |", in_order.join(" "));
-        println!(
-            "| its floor: the same drop, then a plain copy of the file{}, right after each | {:.1} ms | {:.1} ms |",
-            if std::ptr::eq(samples, &cut.new_versions) { " + dlopen" } else { "" },
-            ms(floor[floor.len() / 2]),
-            ms(floor[floor.len() - 1])
+        ms_row(
+            &format!("its floor: the same drop, then {floor}, right after each"),
+            samples.iter().map(|(_, floor)| ms(floor)),
+            plain,
         );
-        println!(
-            "| the cut-over's own cost: each less its floor | {:+.1} ms | {:+.1} ms |",
-            own[own.len() / 2],
-            own[own.len() - 1]
+        ms_row(
+            "the cut-over's own cost: each less its floor",
+            samples.iter().map(|(took, floor)| ms(took) - ms(floor)),
+            signed,
         );
     }
+}
+
+/// Prints one row of the load table: `what`, then the median and the largest of `values`
+/// (in ms), each as `show` writes it.
+fn ms_row(what: &str, values: impl Iterator<Item = f64>, show: impl Fn(f64) -> String) {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    println!(
+        "| {what} | {} ms | {} ms |",
+        show(values[values.len() / 2]),
+        show(values[values.len() - 1])
+    );
 }
