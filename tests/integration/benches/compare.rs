@@ -1037,8 +1037,8 @@ struct LoadTimes {
 /// a loaded version is (never closed: see the crate's note on `dlclose`). On a VM that hands
 /// freed memory back to its host (this one: virtio-balloon free page reporting), every load
 /// needs the file's size in new memory, and what that costs swings with the host (session 16:
-/// about 0.4 ms a MiB until a few hundred MiB were taken, then about 3 ms), so the loader and
-/// the cut-over are judged against this floor, timed beside them.
+/// 0.4-0.6 ms a MiB until a few hundred MiB were taken, then 3-6 ms), so the loader and the
+/// cut-over are judged against this floor, timed beside them.
 fn plain_copy(file: &Path, label: &str, open: bool) -> Duration {
     let dir =
         std::env::temp_dir().join(format!("mantle-bench-floor-{}-{label}", std::process::id()));
