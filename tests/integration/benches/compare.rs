@@ -668,8 +668,8 @@ struct CutOver {
 
 /// Drops `samples` new versions into a watched directory, then `samples` files holding the
 /// bytes of versions already mapped, and times each cut-over (the upstream sees each build's
-/// tag in its user-agent, so v2 and v1 builds alternate). Requests run back to back the whole
-/// time, as on a gateway in service.
+/// tag in its user-agent, so v2 and v1 builds alternate). Within a sample, requests run back
+/// to back until the new version serves one, as on a gateway in service.
 fn cut_over(v1: &Path, v2: &Path, samples: usize) -> CutOver {
     let server = MockMantle::start(None).unwrap();
     let config = json!({"baseUrl": server.base_url(), "apiKey": bench_key()}).to_string();
@@ -678,7 +678,7 @@ fn cut_over(v1: &Path, v2: &Path, samples: usize) -> CutOver {
     let (dir, staging) = (root.join("plugins"), root.join("staging"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&staging).unwrap();
-    // Sample i holds the v2 build when i is even, v1 when odd; the first served is a v1.
+    // Sample i holds the v2 build when i is even, v1 when odd; the initial version is a v1.
     let versions: Vec<(std::path::PathBuf, &str)> = (0..samples)
         .map(|i| {
             let (build, tag) = if i % 2 == 0 { (v2, "v2") } else { (v1, "v1") };
