@@ -8,8 +8,12 @@
 //! the ABI without caching. A library is never unloaded: a Rust cdylib that ran a tokio runtime or
 //! has thread-local destructors cannot be `dlclose`d safely, so the mapping stays (its runtimes are
 //! shut down when its providers close).
+//!
+//! A hot-swap can copy into a warm spare instead ([`spare`], Linux): a sealed memory file written
+//! in advance, opened as `/proc/self/fd/N`, so a new version does not wait for memory.
 
 pub mod dir_events;
+pub mod spare;
 pub mod swap;
 
 use std::{
@@ -171,7 +175,7 @@ fn copy_and_fingerprint(source: &Path, target: Option<&Path>) -> std::io::Result
 }
 
 /// Length and XXH3-128 of what `file` holds from its current position to its end.
-fn fingerprint_of(file: &mut std::fs::File) -> std::io::Result<Fingerprint> {
+pub(crate) fn fingerprint_of(file: &mut std::fs::File) -> std::io::Result<Fingerprint> {
     use std::io::Read;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buffer = vec![0u8; HASH_CHUNK];
@@ -209,6 +213,62 @@ struct PrivateCopy {
     fingerprint: Fingerprint,
 }
 
+/// Refuses anything but a file (a directory, a missing path) before any copy is made.
+fn check_is_file(source: &Path) -> Result<(), LoadError> {
+    if source.is_file() {
+        return Ok(());
+    }
+    Err(LoadError::Io {
+        path: source.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+    })
+}
+
+/// The bytes a load opens: a private copy of the file, or a warm spare filled and sealed.
+enum LoadCopy {
+    Private(PrivateCopy),
+    Sealed(spare::SealedCopy),
+}
+
+impl LoadCopy {
+    /// Copies `source` into `spare` when one is given and that works, else into a private
+    /// directory.
+    fn make(source: &Path, spare: Option<spare::SpareCopy>) -> Result<LoadCopy, LoadError> {
+        // Profilers and debuggers want a file to read symbols from (see `Plugin::open`).
+        let spare = spare.filter(|_| !keep_copies());
+        if let Some(spare) = spare {
+            check_is_file(source)?;
+            match spare.fill(source) {
+                Ok(sealed) => return Ok(LoadCopy::Sealed(sealed)),
+                Err(e) => {
+                    tracing::debug!(path = %source.display(), error = %e, "cannot copy into the spare; copying into a private directory")
+                }
+            }
+        }
+        PrivateCopy::make(source, &std::env::temp_dir()).map(LoadCopy::Private)
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            LoadCopy::Private(copy) => &copy.path,
+            LoadCopy::Sealed(copy) => copy.path(),
+        }
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        match self {
+            LoadCopy::Private(copy) => copy.fingerprint,
+            LoadCopy::Sealed(copy) => copy.fingerprint(),
+        }
+    }
+}
+
+/// `MANTLE_KEEP_PLUGIN_COPY=1`: keep each private copy (and use no spare), so profilers and
+/// debuggers can read the loaded library's symbols from a file.
+fn keep_copies() -> bool {
+    std::env::var_os("MANTLE_KEEP_PLUGIN_COPY").is_some_and(|v| v == "1")
+}
+
 impl PrivateCopy {
     /// Checks that `source` is a file, then copies it into a fresh directory under `parent`
     /// (the host's temp directory, `$TMPDIR`), fingerprinting the bytes copied.
@@ -217,12 +277,7 @@ impl PrivateCopy {
             path: source.to_path_buf(),
             source: e,
         };
-        if !source.is_file() {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no such file",
-            )));
-        }
+        check_is_file(source)?;
         let mut builder = tempfile::Builder::new();
         builder.prefix("mantle-host-shim-");
         #[cfg(unix)]
@@ -258,7 +313,7 @@ impl Plugin {
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<Plugin>, LoadError> {
         let source = path.as_ref().to_path_buf();
         let copy = PrivateCopy::make(&source, &std::env::temp_dir())?;
-        Plugin::open(source, copy)
+        Plugin::open(source, LoadCopy::Private(copy))
     }
 
     /// Like [`Plugin::load`], but once the file is copied and fingerprinted, asks `mapped`
@@ -272,34 +327,57 @@ impl Plugin {
         mapped: impl FnOnce(&Fingerprint) -> Option<Arc<Plugin>>,
         may_open: bool,
     ) -> Result<Loaded, LoadError> {
+        Plugin::load_unless_mapped_into(path, None, mapped, may_open)
+    }
+
+    /// [`Plugin::load_unless_mapped`], copying into `spare` when one is given (Linux): the
+    /// copy then needs no new memory, is sealed, and is opened as `/proc/self/fd/N`. The spare
+    /// is used up either way. Where it cannot be used (no procfs, a library already loaded
+    /// under that name, `MANTLE_KEEP_PLUGIN_COPY=1`), the file is copied into a private
+    /// directory as without one.
+    pub fn load_unless_mapped_into(
+        path: impl AsRef<Path>,
+        spare: Option<spare::SpareCopy>,
+        mapped: impl FnOnce(&Fingerprint) -> Option<Arc<Plugin>>,
+        may_open: bool,
+    ) -> Result<Loaded, LoadError> {
         let source = path.as_ref().to_path_buf();
-        let copy = PrivateCopy::make(&source, &std::env::temp_dir())?;
-        // Dropping the copy removes it and its directory.
-        if let Some(plugin) = mapped(&copy.fingerprint) {
+        let mut copy = LoadCopy::make(&source, spare)?;
+        // Dropping the copy removes it (and a private copy's directory).
+        if let Some(plugin) = mapped(&copy.fingerprint()) {
             return Ok(Loaded::Mapped(plugin));
         }
         if !may_open {
             return Ok(Loaded::NotOpened);
         }
+        if let LoadCopy::Sealed(sealed) = &copy {
+            if !sealed.name_is_free() {
+                tracing::debug!(name = %sealed.path().display(), "a library is already loaded under the spare's name; copying into a private directory");
+                copy = LoadCopy::make(&source, None)?;
+            }
+        }
         Plugin::open(source, copy).map(Loaded::Opened)
     }
 
-    /// Opens the private copy of `source` and checks its ABI.
-    fn open(source: PathBuf, copy: PrivateCopy) -> Result<Arc<Plugin>, LoadError> {
+    /// Opens the copy of `source` and checks its ABI.
+    fn open(source: PathBuf, copy: LoadCopy) -> Result<Arc<Plugin>, LoadError> {
         // SAFETY: opening a library runs its initialisers. We only open files the operator put
-        // in place as provider plugins; the private copy guarantees a fresh mapping of exactly
-        // the bytes fingerprinted.
-        let opened = unsafe { libloading::Library::new(&copy.path) };
-        let (loaded_from, fingerprint) = (copy.path.clone(), copy.fingerprint);
-        // The mapping does not need the file: remove the copy and its directory at once, so a
-        // long-running host that swaps often does not fill its temp directory (Windows cannot
-        // delete a loaded DLL; the copy stays there).
-        // `MANTLE_KEEP_PLUGIN_COPY=1` keeps it, so profilers and debuggers can read its symbols.
-        let keep = std::env::var_os("MANTLE_KEEP_PLUGIN_COPY").is_some_and(|v| v == "1");
-        if opened.is_ok() && (keep || !cfg!(unix)) {
-            copy.keep();
-        } else {
-            drop(copy);
+        // in place as provider plugins; the private copy (or the sealed spare) guarantees a
+        // fresh mapping of exactly the bytes fingerprinted.
+        let opened = unsafe { libloading::Library::new(copy.path()) };
+        let (loaded_from, fingerprint) = (copy.path().to_path_buf(), copy.fingerprint());
+        match copy {
+            // The mapping does not need the file: remove the copy and its directory at once, so
+            // a long-running host that swaps often does not fill its temp directory (Windows
+            // cannot delete a loaded DLL; the copy stays there). `MANTLE_KEEP_PLUGIN_COPY=1`
+            // keeps it, so profilers and debuggers can read its symbols.
+            LoadCopy::Private(copy) if opened.is_ok() && (keep_copies() || !cfg!(unix)) => {
+                copy.keep()
+            }
+            LoadCopy::Private(copy) => drop(copy),
+            // Its descriptor's number must stay taken while the mapping lives (forever).
+            LoadCopy::Sealed(copy) if opened.is_ok() => copy.keep_for_mapping(),
+            LoadCopy::Sealed(copy) => drop(copy),
         }
         let library = opened.map_err(|e| LoadError::Open {
             path: source.clone(),
@@ -374,7 +452,8 @@ impl Plugin {
         &self.source
     }
 
-    /// The unique copy that was actually opened (removed right after opening on Unix).
+    /// The unique copy that was actually opened: a private copy (removed right after opening on
+    /// Unix), or `/proc/self/fd/N` for a sealed spare (open for the life of the process).
     pub fn loaded_from(&self) -> &Path {
         &self.loaded_from
     }
@@ -872,7 +951,7 @@ mod tests {
         let before = entries(temp.path());
         let copy = PrivateCopy::make(&source, temp.path()).unwrap();
         assert_eq!(entries(temp.path()).len(), before.len() + 1);
-        let refused = Plugin::open(source.clone(), copy).unwrap_err();
+        let refused = Plugin::open(source.clone(), LoadCopy::Private(copy)).unwrap_err();
         assert!(matches!(refused, LoadError::Open { .. }), "{refused}");
         assert_eq!(entries(temp.path()), before);
         // A copy dropped unopened (the hot-swap watcher's fingerprint-only path) too.

@@ -18,6 +18,12 @@
 //! each *distinct* file loaded costs one mapping for the life of the process. A file whose bytes
 //! equal an already loaded version reuses that mapping, and the number of distinct versions
 //! is capped ([`MAX_LOADED_VERSIONS`]): past it, a new version is refused until a restart.
+//!
+//! A watching swap keeps a warm spare for the next version's copy ([`crate::spare`], Linux): one
+//! memory file of the current library's size plus an eighth, written in advance on a thread of
+//! its own after the watch starts and after each swap, so a new version's copy does not wait
+//! for the machine to supply memory. [`HotSwap::set_warm_spare`] turns it off (or on without a
+//! watcher).
 
 use std::{
     collections::HashMap,
@@ -30,7 +36,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::{FfiError, LoadError, Loaded, Plugin, PluginFacts, Provider, ProviderWatch};
+use crate::{
+    spare::SpareSlot, FfiError, LoadError, Loaded, Plugin, PluginFacts, Provider, ProviderWatch,
+};
 
 /// At most this many distinct plugin files are mapped in one process.
 pub const MAX_LOADED_VERSIONS: usize = 16;
@@ -129,6 +137,8 @@ pub struct HotSwap {
     retired: Mutex<Vec<(String, ProviderWatch)>>,
     /// Every distinct library mapped so far (never unloaded), to reuse identical files.
     loaded: Mutex<Vec<Arc<Plugin>>>,
+    /// The warm spare the next new version is copied into, when kept.
+    spare: Arc<SpareSlot>,
     events: Mutex<Vec<SwapEvent>>,
 }
 
@@ -160,6 +170,7 @@ impl HotSwap {
             previous: Mutex::new(None),
             retired: Mutex::new(Vec::new()),
             loaded: Mutex::new(vec![plugin]),
+            spare: SpareSlot::new(),
             events: Mutex::new(Vec::new()),
         }))
     }
@@ -248,6 +259,8 @@ impl HotSwap {
     /// current version keeps serving; the refusal is also recorded in [`HotSwap::events`].
     pub fn swap_to_file(&self, path: &Path) -> Result<SwapReport, SwapError> {
         let outcome = self.load_distinct(path).and_then(|p| self.swap_to(p));
+        // After the swap, so preparing the next spare does not compete with it.
+        self.spare.refill(self.current_plugin().fingerprint().len);
         if let Err(e) = &outcome {
             if !matches!(e, SwapError::Create { .. }) {
                 self.record(SwapEvent::Refused {
@@ -323,6 +336,22 @@ impl HotSwap {
         retired.iter().map(|(label, _)| label.clone()).collect()
     }
 
+    /// Keeps (or stops keeping and frees) a warm spare for the next new version's copy
+    /// ([`crate::spare`]). [`HotSwap::watch`] turns it on; without Linux memory files it
+    /// stays empty and new versions are copied into a private directory.
+    pub fn set_warm_spare(&self, keep: bool) {
+        if keep {
+            self.spare.enable(self.current_plugin().fingerprint().len);
+        } else {
+            self.spare.disable();
+        }
+    }
+
+    /// Whether a warm spare is prepared and waiting for the next new version.
+    pub fn warm_spare_ready(&self) -> bool {
+        self.spare.is_ready()
+    }
+
     /// Number of distinct plugin libraries mapped by this swap (never unloaded).
     pub fn mapped_versions(&self) -> usize {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -341,7 +370,7 @@ impl HotSwap {
                 .find(|p| p.fingerprint() == *fingerprint)
                 .cloned()
         };
-        match Plugin::load_unless_mapped(path, found, may_open)? {
+        match Plugin::load_unless_mapped_into(path, self.spare.take(), found, may_open)? {
             Loaded::Mapped(plugin) => Ok(plugin),
             Loaded::Opened(plugin) => {
                 loaded.push(plugin.clone());
@@ -357,10 +386,11 @@ impl HotSwap {
     /// when several arrive at once): at once when the OS reports a file renamed into the
     /// directory or closed after writing, else at the next poll (every `interval`), once the
     /// file has settled. Refusals are recorded in [`HotSwap::events`] and the current version
-    /// keeps serving. Stops when the returned [`Watcher`] is dropped (at once, unless a swap
+    /// keeps serving. Keeps a warm spare ([`HotSwap::set_warm_spare`]). Stops when the returned [`Watcher`] is dropped (at once, unless a swap
     /// is running: then after it).
     pub fn watch(self: &Arc<Self>, mut dir: PluginDir, interval: Duration) -> Watcher {
         use crate::dir_events::{DirEvents, Wait};
+        self.set_warm_spare(true);
         let stop = Arc::new(AtomicBool::new(false));
         let swap = Arc::downgrade(self);
         let stop_flag = stop.clone();

@@ -559,3 +559,125 @@ fn cli_serve_upgrades_and_rolls_back_without_a_failed_request() {
         assert_eq!(text, format!("echo: {prompt} (done)"), "{l}");
     }
 }
+
+/// The kernel's name for what a `/proc/self/fd/N` path refers to.
+fn fd_target(path: &Path) -> String {
+    std::fs::read_link(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_watched_swap_copies_each_new_version_into_a_sealed_spare_prepared_in_advance() {
+    use mantle_host_shim::fingerprint;
+    let (v1, v2) = BUILDS.clone();
+    let _serial = isolate_aws_env();
+    let server = MockMantle::start(Some("k")).unwrap();
+    let config = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
+    let dir = fresh_dir("plugins-spare");
+    drop_in(&v1, &dir, "libmantle_provider-v1.so");
+    let (swap, scanner) = HotSwap::from_dir(&dir, "", &config).unwrap();
+    // The first version has no spare to use: it is copied into a private directory.
+    assert!(!swap
+        .current_plugin()
+        .loaded_from()
+        .starts_with("/proc/self/fd"));
+    assert!(!swap.warm_spare_ready(), "a spare before any watch");
+    let _watcher = swap.watch(scanner, Duration::from_secs(600));
+    wait_for("the first spare", Duration::from_secs(30), || {
+        swap.warm_spare_ready()
+    });
+
+    drop_in(&v2, &dir, "libmantle_provider-v2.so");
+    wait_for("v2", Duration::from_secs(60), || swap.current_label() == V2);
+    let first = swap.current_plugin();
+    let first_path = first.loaded_from().to_path_buf();
+    assert!(
+        first_path.starts_with("/proc/self/fd"),
+        "v2 was opened from {}",
+        first_path.display()
+    );
+    assert!(
+        fd_target(&first_path).starts_with("/memfd:mantle-plugin"),
+        "{}",
+        fd_target(&first_path)
+    );
+    assert_eq!(first.fingerprint(), fingerprint(&v2).unwrap());
+    let run = one_stream(&swap, "from the spare".into());
+    assert_eq!(run.text, "echo: from the spare");
+    assert_eq!(user_agent_version(&server, "from the spare"), V2);
+
+    // A spare is prepared again after the swap, and the next new version (v1's bytes plus a
+    // trailer: distinct to the host, loads as v1) goes into it, under a new descriptor.
+    wait_for("the next spare", Duration::from_secs(30), || {
+        swap.warm_spare_ready()
+    });
+    let mut bytes = std::fs::read(&v1).unwrap();
+    bytes.extend_from_slice(b"\ndistinct v1\n");
+    let v1_again = dir.join(".v1-distinct.bin");
+    std::fs::write(&v1_again, &bytes).unwrap();
+    drop_in(&v1_again, &dir, "libmantle_provider-v1-distinct.so");
+    wait_for("the distinct v1", Duration::from_secs(60), || {
+        swap.current_label() == V1
+    });
+    let second = swap.current_plugin();
+    assert!(second.loaded_from().starts_with("/proc/self/fd"));
+    assert_ne!(second.loaded_from(), first_path);
+    assert_eq!(second.fingerprint().len, bytes.len() as u64);
+    assert_eq!(swap.mapped_versions(), 3);
+    let run = one_stream(&swap, "from the second spare".into());
+    assert_eq!(run.version, V1);
+    assert_eq!(user_agent_version(&server, "from the second spare"), V1);
+
+    // The first spare's descriptor is still open (its number stays taken while v2 is mapped),
+    // and it still holds exactly v2's bytes, sealed.
+    assert!(fd_target(&first_path).starts_with("/memfd:mantle-plugin"));
+    assert_eq!(
+        std::fs::read(&first_path).unwrap(),
+        std::fs::read(&v2).unwrap()
+    );
+    assert!(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first_path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"))
+            .is_err(),
+        "a sealed copy took a write"
+    );
+    // A rollback to v2 reuses its mapping: nothing new is opened.
+    assert!(matches!(swap.rollback(), Ok(r) if r.to == V2));
+    assert!(Arc::ptr_eq(&swap.current_plugin(), &first));
+}
+
+#[test]
+fn with_the_spare_turned_off_a_new_version_is_copied_into_a_private_directory() {
+    let (v1, v2) = BUILDS.clone();
+    let _serial = isolate_aws_env();
+    let server = MockMantle::start(Some("k")).unwrap();
+    let config = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
+    let dir = fresh_dir("plugins-no-spare");
+    drop_in(&v1, &dir, "libmantle_provider-v1.so");
+    let (swap, scanner) = HotSwap::from_dir(&dir, "", &config).unwrap();
+    let _watcher = swap.watch(scanner, Duration::from_secs(600));
+    swap.set_warm_spare(false);
+    assert!(!swap.warm_spare_ready());
+    drop_in(&v2, &dir, "libmantle_provider-v2.so");
+    wait_for("v2", Duration::from_secs(60), || swap.current_label() == V2);
+    let loaded_from = swap.current_plugin().loaded_from().to_path_buf();
+    assert!(
+        loaded_from.starts_with(std::env::temp_dir()),
+        "v2 was opened from {}",
+        loaded_from.display()
+    );
+    assert!(
+        !loaded_from.exists(),
+        "the private copy was not removed once mapped"
+    );
+    // And no spare is prepared after the swap either.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!swap.warm_spare_ready());
+    let run = one_stream(&swap, "no spare".into());
+    assert_eq!(run.version, V2);
+}
