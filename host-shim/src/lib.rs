@@ -143,7 +143,7 @@ pub enum Loaded {
 }
 
 /// Size of one read while hashing a plugin file: small enough to stay in the CPU cache.
-const HASH_CHUNK: usize = 1 << 16;
+pub(crate) const HASH_CHUNK: usize = 1 << 16;
 
 /// Copies `source` to `target` (when given) and fingerprints the bytes `target` now holds,
 /// the ones `dlopen` will map; without a target, fingerprints `source`.
@@ -175,7 +175,7 @@ fn copy_and_fingerprint(source: &Path, target: Option<&Path>) -> std::io::Result
 }
 
 /// Length and XXH3-128 of what `file` holds from its current position to its end.
-pub(crate) fn fingerprint_of(file: &mut std::fs::File) -> std::io::Result<Fingerprint> {
+fn fingerprint_of(file: &mut std::fs::File) -> std::io::Result<Fingerprint> {
     use std::io::Read;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buffer = vec![0u8; HASH_CHUNK];

@@ -676,7 +676,7 @@ fn with_the_spare_turned_off_a_new_version_is_copied_into_a_private_directory() 
         "the private copy was not removed once mapped"
     );
     // And no spare is prepared after the swap either.
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(mantle_host_shim::spare::PREPARE_AFTER + Duration::from_millis(300));
     assert!(!swap.warm_spare_ready());
     let run = one_stream(&swap, "no spare".into());
     assert_eq!(run.version, V2);
