@@ -143,7 +143,7 @@ pub enum Loaded {
 }
 
 /// Size of one read while hashing a plugin file: small enough to stay in the CPU cache.
-pub(crate) const HASH_CHUNK: usize = 1 << 16;
+const HASH_CHUNK: usize = 1 << 16;
 
 /// Copies `source` to `target` (when given) and fingerprints the bytes `target` now holds,
 /// the ones `dlopen` will map; without a target, fingerprints `source`.
@@ -176,18 +176,27 @@ fn copy_and_fingerprint(source: &Path, target: Option<&Path>) -> std::io::Result
 
 /// Length and XXH3-128 of what `file` holds from its current position to its end.
 fn fingerprint_of(file: &mut std::fs::File) -> std::io::Result<Fingerprint> {
-    use std::io::Read;
+    fingerprint_pieces(file, |_| Ok(()))
+}
+
+/// Reads `input` to its end in pieces of [`HASH_CHUNK`], handing each piece to `each` once it
+/// is hashed; returns the length and XXH3-128 of all of them.
+pub(crate) fn fingerprint_pieces(
+    input: &mut impl std::io::Read,
+    mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<Fingerprint> {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buffer = vec![0u8; HASH_CHUNK];
     let mut len = 0u64;
     loop {
-        let n = match file.read(&mut buffer) {
+        let n = match input.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         hasher.update(&buffer[..n]);
+        each(&buffer[..n])?;
         len += n as u64;
     }
     Ok(Fingerprint {

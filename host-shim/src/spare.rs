@@ -108,24 +108,11 @@ impl SpareCopy {
     #[cfg(target_os = "linux")]
     pub fn fill(mut self, source: &Path) -> std::io::Result<SealedCopy> {
         use rustix::fs::{fcntl_add_seals, SealFlags};
-        use std::io::Read;
         let mut input = File::open(source)?;
         self.file.seek(SeekFrom::Start(0))?;
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let mut buffer = vec![0u8; crate::HASH_CHUNK];
-        let mut len = 0u64;
-        loop {
-            let n = match input.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&buffer[..n]);
-            self.file.write_all(&buffer[..n])?;
-            len += n as u64;
-        }
-        self.file.set_len(len)?;
+        let mut output = &self.file;
+        let fingerprint = crate::fingerprint_pieces(&mut input, |piece| output.write_all(piece))?;
+        self.file.set_len(fingerprint.len)?;
         fcntl_add_seals(
             &self.file,
             SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
@@ -133,10 +120,7 @@ impl SpareCopy {
         Ok(SealedCopy {
             path: self.path(),
             file: self.file,
-            fingerprint: Fingerprint {
-                len,
-                xxh3: hasher.digest128(),
-            },
+            fingerprint,
         })
     }
 
