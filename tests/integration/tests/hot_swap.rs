@@ -20,7 +20,7 @@ use std::{
 use abi_stable::std_types::RStr;
 use common::*;
 use mantle_host_shim::{
-    swap::{HotSwap, SwapEvent},
+    swap::{HotSwap, PluginDir, SwapEvent},
     EventKind,
 };
 use mantle_mock_server::{
@@ -377,16 +377,23 @@ fn fifty_swaps_reuse_two_mappings_and_close_every_old_provider() {
     );
 }
 
-#[test]
-fn a_file_renamed_into_place_is_swapped_to_at_once_not_at_the_next_poll() {
-    let (v1, v2) = BUILDS.clone();
-    let _serial = isolate_aws_env();
+/// A local server with key `k`, and a swap started from a fresh plugins directory `name`
+/// holding v1; the directory scanner for a watch.
+fn started_on_v1(name: &str) -> (MockMantle, PathBuf, Arc<HotSwap>, PluginDir) {
     let server = MockMantle::start(Some("k")).unwrap();
     let config = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
-    let dir = fresh_dir("plugins-events");
-    drop_in(&v1, &dir, "libmantle_provider-v1.so");
+    let dir = fresh_dir(name);
+    drop_in(&BUILDS.0, &dir, "libmantle_provider-v1.so");
     let (swap, scanner) = HotSwap::from_dir(&dir, "", &config).unwrap();
     assert_eq!(swap.current_label(), V1);
+    (server, dir, swap, scanner)
+}
+
+#[test]
+fn a_file_renamed_into_place_is_swapped_to_at_once_not_at_the_next_poll() {
+    let (_, v2) = BUILDS.clone();
+    let _serial = isolate_aws_env();
+    let (_server, dir, swap, scanner) = started_on_v1("plugins-events");
     // Polled every ten minutes: only the file event can bring v2 in within the test.
     let watcher = swap.watch(scanner, Duration::from_secs(600));
     drop_in(&v2, &dir, "libmantle_provider-v2.so");
@@ -574,11 +581,7 @@ fn a_watched_swap_copies_each_new_version_into_a_sealed_spare_prepared_in_advanc
     use mantle_host_shim::fingerprint;
     let (v1, v2) = BUILDS.clone();
     let _serial = isolate_aws_env();
-    let server = MockMantle::start(Some("k")).unwrap();
-    let config = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
-    let dir = fresh_dir("plugins-spare");
-    drop_in(&v1, &dir, "libmantle_provider-v1.so");
-    let (swap, scanner) = HotSwap::from_dir(&dir, "", &config).unwrap();
+    let (server, dir, swap, scanner) = started_on_v1("plugins-spare");
     // The first version has no spare to use: it is copied into a private directory.
     assert!(!swap
         .current_plugin()
@@ -653,13 +656,9 @@ fn a_watched_swap_copies_each_new_version_into_a_sealed_spare_prepared_in_advanc
 
 #[test]
 fn with_the_spare_turned_off_a_new_version_is_copied_into_a_private_directory() {
-    let (v1, v2) = BUILDS.clone();
+    let (_, v2) = BUILDS.clone();
     let _serial = isolate_aws_env();
-    let server = MockMantle::start(Some("k")).unwrap();
-    let config = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
-    let dir = fresh_dir("plugins-no-spare");
-    drop_in(&v1, &dir, "libmantle_provider-v1.so");
-    let (swap, scanner) = HotSwap::from_dir(&dir, "", &config).unwrap();
+    let (_server, dir, swap, scanner) = started_on_v1("plugins-no-spare");
     let _watcher = swap.watch(scanner, Duration::from_secs(600));
     swap.set_warm_spare(false);
     assert!(!swap.warm_spare_ready());
