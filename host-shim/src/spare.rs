@@ -3,8 +3,8 @@
 //! Every new version is copied before it is opened (see the crate docs), and the copy needs the
 //! library's size in memory. On a VM whose host takes freed memory back (virtio-balloon free
 //! page reporting, as on the development machine), the first write to each page of that memory
-//! makes the host supply it, and once the host has taken memory back a 10 MiB copy took 25-30 ms
-//! there instead of 2-3 ms (session 17). A [`SpareCopy`] is that memory written in advance, off
+//! makes the host supply it: once the host had taken memory back, a 10.4 MiB copy into new memory
+//! took 25-34 ms there, and 2-3 ms into memory written before (session 17). A [`SpareCopy`] is that memory written in advance, off
 //! the hot-swap's path: an anonymous memory file (`memfd`) of the library's size, every page
 //! written once. The next load copies into it, seals it (no write, no resize, ever again) and
 //! opens it as `/proc/self/fd/N`.
