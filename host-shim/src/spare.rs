@@ -32,14 +32,16 @@ use std::{
 
 use crate::Fingerprint;
 
-/// How long after a swap (or the start of a watch) the next spare is prepared. Writing 12 MiB
-/// of new memory took 25-30 ms on the development VM once its host had taken memory back, and
-/// done at once it ran beside the swap's first requests on two cores: the cut-over took 14.0 ms
-/// (median of 10, max 18.8) against 9.1 ms (max 11.1) with a 300 ms wait (session 17). Drops
-/// are minutes apart on a gateway.
+/// How long after a swap (or the start of a watch) the next spare is prepared. Writing a spare
+/// for the 10.4 MiB library took 26-34 ms on the development VM once its host had taken memory
+/// back, and done at once it ran beside the swap's first requests on two cores: the cut-over
+/// took 14.0 ms (median of 10, max 18.8) against 9.1 ms (max 11.1) with a 300 ms wait (session
+/// 17). Drops are minutes apart on a gateway.
 pub const PREPARE_AFTER: Duration = Duration::from_millis(250);
 
-/// Bytes written at a time while preparing a spare.
+/// Bytes written at a time while preparing a spare (64 KiB writes: 4.4-5.3 ms for an 11.8 MiB
+/// spare here, where `std::io::copy` from `io::repeat`, with its 8 KiB buffer, took 7.6-9.2 ms;
+/// session 17). Spares are also sized in whole pieces of it.
 const TOUCH_CHUNK: usize = 1 << 16;
 
 /// Memory written in advance for the next version's copy: an unsealed anonymous memory file of
@@ -102,7 +104,7 @@ impl SpareCopy {
     /// written, cuts the spare to the source's length, and seals it against every write and
     /// resize. The fingerprint is of exactly the bytes written, which are all the file holds
     /// and all `dlopen` will map: nothing else has the descriptor (the file has no path), and
-    /// once sealed nothing can change them. One pass: for the 10.7 MiB release file, a kernel
+    /// once sealed nothing can change them. One pass: for the 10.4 MiB release file, a kernel
     /// copy and then a read back to hash took 3.6-6.9 ms, this 3.3-5.3 ms, alternating in one
     /// run of 2 x 10 (each pair -0.1 to +1.6 ms apart, about 0.5 ms at the median; session 17).
     #[cfg(target_os = "linux")]

@@ -386,8 +386,8 @@ impl HotSwap {
     /// when several arrive at once): at once when the OS reports a file renamed into the
     /// directory or closed after writing, else at the next poll (every `interval`), once the
     /// file has settled. Refusals are recorded in [`HotSwap::events`] and the current version
-    /// keeps serving. Keeps a warm spare ([`HotSwap::set_warm_spare`]). Stops when the returned [`Watcher`] is dropped (at once, unless a swap
-    /// is running: then after it).
+    /// keeps serving. Keeps a warm spare ([`HotSwap::set_warm_spare`]). Stops when the returned
+    /// [`Watcher`] is dropped (at once, unless a swap is running: then after it).
     pub fn watch(self: &Arc<Self>, mut dir: PluginDir, interval: Duration) -> Watcher {
         use crate::dir_events::{DirEvents, Wait};
         self.set_warm_spare(true);
