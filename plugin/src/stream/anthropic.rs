@@ -83,14 +83,31 @@ impl AnthropicDecoder {
     }
 }
 
+impl AnthropicDecoder {
+    /// Decodes `data` typed when it is a content block delta; false when it is not one.
+    fn block_delta(data: &str, out: &mut Vec<StreamEvent>) -> bool {
+        match crate::limits::parse_json_borrowed::<BlockDelta>(data) {
+            Ok(delta) if delta.kind == "content_block_delta" => {
+                let index = delta.index.unwrap_or(0) as u32;
+                Self::on_delta(index, delta.delta.unwrap_or_default(), out);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Decoder for AnthropicDecoder {
     fn on_event(&mut self, ev: SseEventRef<'_>, out: &mut Vec<StreamEvent>) -> bool {
-        if let Ok(fast) = crate::limits::parse_json_borrowed::<BlockDelta>(ev.data) {
-            if fast.kind == "content_block_delta" {
-                let index = fast.index.unwrap_or(0) as u32;
-                Self::on_delta(index, fast.delta.unwrap_or_default(), out);
-                return false;
-            }
+        // Nearly every event: a text delta, matched by its bytes; then any other delta, typed.
+        if let Some((_, text)) = super::anthropic_text::text_delta(ev.data) {
+            out.push(StreamEvent::TextDelta {
+                text: text.into_owned(),
+            });
+            return false;
+        }
+        if Self::block_delta(ev.data, out) {
+            return false;
         }
         let (v, kind) = match super::typed_payload(ev) {
             Ok(typed) => typed,
@@ -197,6 +214,60 @@ mod tests {
             }
         }
         (out, false)
+    }
+
+    mod text_delta_matches_the_typed_decoder {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A compact text delta of `text` at `index`, as the Messages API writes it.
+        fn compact(index: u64, text: &str) -> String {
+            format!(
+                r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text":{}}}}}"#,
+                Value::from(text)
+            )
+        }
+
+        fn typed(data: &str) -> Vec<StreamEvent> {
+            let mut out = Vec::new();
+            AnthropicDecoder::block_delta(data, &mut out);
+            out
+        }
+
+        proptest! {
+            /// Every compact text delta is taken by its bytes, with the typed decoder's text.
+            #[test]
+            fn every_compact_text_delta_is_matched(index in 0u64..1_000_000_000, text in any::<String>()) {
+                let data = compact(index, &text);
+                let (i, t) = crate::stream::anthropic_text::text_delta(&data).expect("matched");
+                prop_assert_eq!(u64::from(i), index);
+                prop_assert_eq!(t.as_ref(), text.as_str());
+                prop_assert_eq!(typed(&data), vec![StreamEvent::TextDelta { text }]);
+            }
+
+            /// Whatever the bytes match gives what the typed decoder gives, after any one
+            /// byte of a compact delta is removed, doubled or replaced.
+            #[test]
+            fn an_altered_delta_is_matched_only_where_the_typed_decoder_agrees(
+                index in 0u64..100_000_000_000,
+                text in "[a-z\\\"\\u{1}é]{0,6}",
+                at in any::<prop::sample::Index>(),
+                how in 0u8..3,
+                byte in prop::sample::select(b" 0123456789\"\\{}:,-.eun".to_vec()),
+            ) {
+                let mut data = compact(index, &text).into_bytes();
+                let at = at.index(data.len());
+                match how {
+                    0 => { data.remove(at); }
+                    1 => data.insert(at, data[at]),
+                    _ => data[at] = byte,
+                }
+                let Ok(data) = String::from_utf8(data) else { return Ok(()); };
+                if let Some((_, t)) = crate::stream::anthropic_text::text_delta(&data) {
+                    prop_assert_eq!(typed(&data), vec![StreamEvent::TextDelta { text: t.into_owned() }], "{}", data);
+                }
+            }
+        }
     }
 
     fn delta(index: u64, delta: Value) -> Value {

@@ -11,9 +11,11 @@
 //! the connection at once; so does handing out the terminal event.
 
 pub mod anthropic;
+pub mod anthropic_text;
 pub mod body;
 pub mod borrowed;
 pub mod events;
+pub mod idle;
 pub mod openai;
 pub mod openai_chunk;
 pub mod queue;
@@ -519,8 +521,8 @@ async fn read_body(
     }
     // The idle timeout is one timer for the whole body, moved only when it fires early (data
     // came since it was set): arming a fresh timer for every read would cost a timer-wheel
-    // registration and removal per read.
-    let mut last_read = tokio::time::Instant::now();
+    // registration and removal per read. Each read only stamps the coarse clock ([`idle`]).
+    let mut watch = idle::IdleWatch::start(idle);
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     let error = loop {
@@ -531,19 +533,20 @@ async fn read_body(
         };
         let input = match next {
             None => {
-                let due = last_read + idle;
-                if due > tokio::time::Instant::now() {
-                    idle_timer.as_mut().reset(due);
+                if let Some(left) = watch.left() {
+                    idle_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + left);
                     continue;
                 }
                 break StreamError::new(
                     ErrorKind::Timeout,
                     None,
-                    format!("no data for {} ms", idle.as_millis()),
+                    format!("no data for {} ms", watch.limit().as_millis()),
                 );
             }
             Some(next) => {
-                last_read = tokio::time::Instant::now();
+                watch.data_came();
                 next
             }
         };

@@ -65,9 +65,10 @@ pub enum SseError {
 /// past the valid part is the caller's error to report, after the lines before it).
 fn complete_lines(buf: &[u8]) -> &str {
     let end = memchr::memrchr2(b'\n', b'\r', buf).map_or(0, |i| i + 1);
-    match std::str::from_utf8(&buf[..end]) {
+    // SIMD-checked: this runs over every byte of the body.
+    match simdutf8::compat::from_utf8(&buf[..end]) {
         Ok(text) => text,
-        Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
+        Err(e) => simdutf8::compat::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
     }
 }
 

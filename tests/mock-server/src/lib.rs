@@ -704,6 +704,17 @@ pub fn anthropic_event(event: &str, payload: &Value) -> Step {
     Step::Bytes(format!("event: {event}\ndata: {payload}\n\n").into_bytes())
 }
 
+/// One Anthropic text delta event as the Messages API writes it: compact JSON with its keys
+/// in Anthropic's order (`type`, `index`, `delta` with `type` then `text`), not sorted as a
+/// `serde_json::Value` would write them. The plugin takes this exact shape by its bytes
+/// (its `stream::anthropic_text`); every other shape goes its typed way.
+pub fn anthropic_text_delta(index: u32, text: &str) -> String {
+    format!(
+        "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"text_delta\",\"text\":{}}}}}\n\n",
+        Value::from(text)
+    )
+}
+
 /// A complete Anthropic Messages stream that says `text`, split every `chunk_chars`.
 pub fn anthropic_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec<Step> {
     let mut steps = vec![
@@ -719,10 +730,8 @@ pub fn anthropic_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec
         ),
         anthropic_event("ping", &json!({"type": "ping"})),
     ];
-    let delta = template::EventTemplate::new(anthropic_event(
-        "content_block_delta",
-        &json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": template::TEXT_HOLE}}),
+    let delta = template::EventTemplate::new(Step::Bytes(
+        anthropic_text_delta(0, template::TEXT_HOLE).into_bytes(),
     ));
     for piece in template::char_chunks(text, chunk_chars) {
         steps.push(Step::Bytes(delta.fill(piece, 0)));
@@ -1002,10 +1011,31 @@ mod text_stream_tests {
                     text,
                     chunk,
                     |_, p| {
+                        // Serialized in declaration order: Anthropic's key order.
+                        #[derive(serde::Serialize)]
+                        struct Delta<'a> {
+                            #[serde(rename = "type")]
+                            kind: &'a str,
+                            text: &'a str,
+                        }
+                        #[derive(serde::Serialize)]
+                        struct Event<'a> {
+                            #[serde(rename = "type")]
+                            kind: &'a str,
+                            index: u32,
+                            delta: Delta<'a>,
+                        }
+                        let event = Event {
+                            kind: "content_block_delta",
+                            index: 0,
+                            delta: Delta {
+                                kind: "text_delta",
+                                text: p,
+                            },
+                        };
                         format!(
                             "event: content_block_delta\ndata: {}\n\n",
-                            json!({"type": "content_block_delta",
-                        "index": 0, "delta": {"type": "text_delta", "text": p}})
+                            serde_json::to_string(&event).unwrap()
                         )
                     },
                 );
