@@ -21,6 +21,7 @@ pub mod openai_chunk;
 pub mod queue;
 pub mod recover;
 pub mod responses;
+pub mod responses_text;
 pub mod sse;
 pub mod wake;
 

@@ -60,7 +60,7 @@ impl ResponsesDecoder {
 
 /// A text or reasoning delta event, decoded typed and borrowing (the hot path of the route);
 /// every other event, or a delta the typed decoder does not take, goes through `Value`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 struct TextDelta<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
@@ -70,7 +70,11 @@ struct TextDelta<'a> {
 
 impl Decoder for ResponsesDecoder {
     fn on_event(&mut self, ev: SseEventRef<'_>, out: &mut Vec<StreamEvent>) -> bool {
-        if let Ok(fast) = crate::limits::parse_json_borrowed::<TextDelta>(ev.data) {
+        // Nearly every event: a delta, read by its flat shape, else typed.
+        let fast = super::responses_text::delta_event(ev.data)
+            .map(|(kind, delta)| TextDelta { kind, delta })
+            .or_else(|| crate::limits::parse_json_borrowed::<TextDelta>(ev.data).ok());
+        if let Some(fast) = fast {
             let reasoning = match fast.kind.as_ref() {
                 "response.output_text.delta" => Some(false),
                 "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
@@ -220,6 +224,74 @@ mod tests {
         let d = crate::limits::parse_json_borrowed::<TextDelta>(text).unwrap();
         assert!(matches!(d.kind, Cow::Borrowed(_)));
         assert!(matches!(d.delta, Some(Cow::Borrowed("x"))), "{:?}", d.delta);
+    }
+
+    mod delta_shape_matches_the_typed_decoder {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One value of a flat delta event: a string, an integer, a literal or `[]`.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z\"\\\u{1}é]{0,4}".prop_map(|s| Value::from(s).to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                prop::sample::select(vec!["true", "false", "null", "[]"]).prop_map(String::from),
+            ]
+        }
+
+        fn flat(kind: &str, fields: &[(String, String)]) -> String {
+            let mut data = format!("{{\"type\":{}", Value::from(kind));
+            for (key, value) in fields {
+                data.push_str(&format!(",\"{key}\":{value}"));
+            }
+            data.push('}');
+            data
+        }
+
+        proptest! {
+            /// Whatever the shape reading takes, it reads as the typed decoder does, for flat
+            /// events and for any one byte of them removed, doubled or replaced.
+            #[test]
+            fn a_delta_read_by_its_shape_is_what_the_typed_decoder_reads(
+                kind in prop::sample::select(vec!["response.output_text.delta", "response.reasoning_text.delta", "response.created"]),
+                fields in prop::collection::vec((prop::sample::select(vec!["delta", "item_id", "sequence_number", "logprobs", "type"]), value()), 0..5),
+                at in any::<prop::sample::Index>(),
+                how in 0u8..4,
+                byte in prop::sample::select(b" 0123456789\"\\{}[]:,-.enul".to_vec()),
+            ) {
+                let fields: Vec<(String, String)> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                let mut data = flat(kind, &fields).into_bytes();
+                let at = at.index(data.len());
+                match how {
+                    0 => {}
+                    1 => { data.remove(at); }
+                    2 => data.insert(at, data[at]),
+                    _ => data[at] = byte,
+                }
+                let Ok(data) = String::from_utf8(data) else { return Ok(()); };
+                if let Some((kind, delta)) = crate::stream::responses_text::delta_event(&data) {
+                    let typed = crate::limits::parse_json_borrowed::<TextDelta>(&data);
+                    prop_assert_eq!(typed, Ok(TextDelta { kind, delta }), "{}", data);
+                }
+            }
+
+            /// Every flat event without a repeated `type` or `delta` is taken by its shape.
+            #[test]
+            fn every_flat_event_is_taken(
+                text in any::<String>(),
+                seq in any::<u32>(),
+            ) {
+                let data = flat("response.output_text.delta", &[
+                    ("sequence_number".into(), seq.to_string()),
+                    ("item_id".into(), "\"msg_1\"".into()),
+                    ("delta".into(), Value::from(text.as_str()).to_string()),
+                    ("logprobs".into(), "[]".into()),
+                ]);
+                let (kind, delta) = crate::stream::responses_text::delta_event(&data).expect("taken");
+                prop_assert_eq!(kind.as_ref(), "response.output_text.delta");
+                prop_assert_eq!(delta.as_deref(), Some(text.as_str()));
+            }
+        }
     }
 
     fn decode(events: &[Value]) -> Vec<StreamEvent> {

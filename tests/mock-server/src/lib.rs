@@ -625,6 +625,18 @@ pub fn responses_event(payload: &Value) -> Step {
     Step::Bytes(format!("event: {kind}\ndata: {payload}\n\n").into_bytes())
 }
 
+/// One Responses text delta event (of item `msg_mock`) as the OpenAI Responses API writes it:
+/// compact JSON with its keys in the API's order (`type` first, then `sequence_number`,
+/// `item_id`, `output_index`, `content_index`, `delta`, `logprobs`), not sorted as a
+/// `serde_json::Value` would write them. The plugin reads this flat shape without a full
+/// decode (its `stream::responses_text`); every other shape goes its typed way.
+pub fn responses_text_delta(sequence_number: u64, text: &str) -> String {
+    format!(
+        "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{sequence_number},\"item_id\":\"msg_mock\",\"output_index\":0,\"content_index\":0,\"delta\":{},\"logprobs\":[]}}\n\n",
+        Value::from(text)
+    )
+}
+
 /// A Responses stream of `text` in `chunk_chars` pieces: created, in_progress, a message item
 /// with output_text deltas, completed with usage.
 pub fn responses_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec<Step> {
@@ -646,9 +658,8 @@ pub fn responses_text_stream(model: &str, text: &str, chunk_chars: usize) -> Vec
             "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
         ),
     ];
-    let delta = template::EventTemplate::new(responses_event(
-        &json!({"type": "response.output_text.delta", "sequence_number": template::SEQUENCE_HOLE,
-            "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": template::TEXT_HOLE}),
+    let delta = template::EventTemplate::new(Step::Bytes(
+        responses_text_delta(template::SEQUENCE_HOLE, template::TEXT_HOLE).into_bytes(),
     ));
     let mut seq = 4;
     for piece in template::char_chunks(text, chunk_chars) {
@@ -1045,10 +1056,30 @@ mod text_stream_tests {
                     text,
                     chunk,
                     |i, p| {
+                        // Serialized in declaration order: the Responses API's key order.
+                        #[derive(serde::Serialize)]
+                        struct Delta<'a> {
+                            #[serde(rename = "type")]
+                            kind: &'a str,
+                            sequence_number: usize,
+                            item_id: &'a str,
+                            output_index: u32,
+                            content_index: u32,
+                            delta: &'a str,
+                            logprobs: [u8; 0],
+                        }
+                        let event = Delta {
+                            kind: "response.output_text.delta",
+                            sequence_number: i + 4,
+                            item_id: "msg_mock",
+                            output_index: 0,
+                            content_index: 0,
+                            delta: p,
+                            logprobs: [],
+                        };
                         format!(
                             "event: response.output_text.delta\ndata: {}\n\n",
-                            json!({"type": "response.output_text.delta",
-                        "sequence_number": i + 4, "item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": p})
+                            serde_json::to_string(&event).unwrap()
                         )
                     },
                 );

@@ -1,0 +1,181 @@
+//! A Responses API delta event recognized by its shape: a compact, flat JSON object whose first
+//! key is `type`, as in `{"type":"response.output_text.delta","sequence_number":5,
+//! "item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi","logprobs":[]}`: the
+//! one event of nearly every Responses stream, whose other keys vary with the API's version.
+//!
+//! The typed decoder ([`super::responses`]) costs about 165 ns such an event (serde's visit of
+//! every key); this reading costs a fraction of it. Only the object's frame is read here: keys
+//! of plain ASCII letters, digits and `_`, each value a string, an integer, `true`, `false`,
+//! `null` or `[]`, no whitespace, nothing after the closing brace. Every string (key values
+//! included) is read by `serde_json`, as the typed decoder reads it. Anything else (a nested
+//! object, a fraction, whitespace, a repeated `type` or `delta`, `type` not first) is not this
+//! shape, and the typed decoder reads it, so the two give the same events (a property test
+//! checks it).
+
+use std::borrow::Cow;
+
+/// The bytes before the type's value.
+const HEAD: &str = r#"{"type":"#;
+
+/// A string that borrows from the input when it has no escapes.
+#[derive(serde::Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A delta event's type and its `delta` (`None` when absent or `null`), when `data` is this
+/// shape; `None` for anything else, which the typed decoder then reads.
+pub fn delta_event(data: &str) -> Option<(Cow<'_, str>, Option<Cow<'_, str>>)> {
+    let mut rest = data.strip_prefix(HEAD)?;
+    let kind = string(&mut rest)?;
+    let mut delta = None;
+    let mut seen_delta = false;
+    loop {
+        if rest == "}" {
+            return Some((kind, delta));
+        }
+        rest = rest.strip_prefix(",\"")?;
+        let key_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            .count();
+        let key = &rest[..key_len];
+        rest = rest[key_len..].strip_prefix("\":")?;
+        match key {
+            "" | "type" => return None,
+            "delta" => {
+                if std::mem::replace(&mut seen_delta, true) {
+                    return None;
+                }
+                delta = match rest.strip_prefix("null") {
+                    Some(after) => {
+                        rest = after;
+                        None
+                    }
+                    None => Some(string(&mut rest)?),
+                };
+            }
+            _ => skip_value(&mut rest)?,
+        }
+    }
+}
+
+/// Reads the JSON string at the start of `rest` (through `serde_json`) and moves past it.
+fn string<'a>(rest: &mut &'a str) -> Option<Cow<'a, str>> {
+    if !rest.starts_with('"') {
+        return None;
+    }
+    let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<Text<'a>>();
+    let text = strings.next()?.ok()?.0;
+    *rest = &rest[strings.byte_offset()..];
+    Some(text)
+}
+
+/// Moves past the value at the start of `rest`: a string, an integer, a literal or `[]`.
+fn skip_value(rest: &mut &str) -> Option<()> {
+    if rest.starts_with('"') {
+        return string(rest).map(drop);
+    }
+    for literal in ["true", "false", "null", "[]"] {
+        if let Some(after) = rest.strip_prefix(literal) {
+            *rest = after;
+            return Some(());
+        }
+    }
+    let unsigned = rest.strip_prefix('-').unwrap_or(rest);
+    let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
+    // JSON has no leading zeros; a fraction or an exponent is not taken here.
+    if digits == 0 || (digits > 1 && unsigned.starts_with('0')) {
+        return None;
+    }
+    let after = &unsigned[digits..];
+    if after.starts_with(['.', 'e', 'E']) {
+        return None;
+    }
+    *rest = after;
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flat_delta_is_taken_whatever_its_other_keys() {
+        let openai = r#"{"type":"response.output_text.delta","sequence_number":5,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi","logprobs":[],"obfuscation":"x1"}"#;
+        assert!(matches!(
+            delta_event(openai),
+            Some((
+                Cow::Borrowed("response.output_text.delta"),
+                Some(Cow::Borrowed("Hi"))
+            ))
+        ));
+        let escaped = r#"{"type":"response.reasoning_text.delta","delta":"a\"b\n","n":-3,"f":false,"t":true}"#;
+        assert_eq!(
+            delta_event(escaped),
+            Some((
+                Cow::Borrowed("response.reasoning_text.delta"),
+                Some(Cow::Owned("a\"b\n".to_string()))
+            ))
+        );
+        assert_eq!(
+            delta_event(r#"{"type":"response.output_text.delta","delta":null}"#),
+            Some((Cow::Borrowed("response.output_text.delta"), None))
+        );
+        assert_eq!(
+            delta_event(r#"{"type":"response.created"}"#),
+            Some((Cow::Borrowed("response.created"), None))
+        );
+    }
+
+    /// The local server writes its text deltas as the Responses API does, so the tests and
+    /// benches against it take this path.
+    #[test]
+    fn the_local_servers_text_deltas_are_this_shape() {
+        let steps = mantle_mock_server::responses_text_stream("m", "a \"quoted\" text\n", 3);
+        let mut matched = Vec::new();
+        for step in steps {
+            let mantle_mock_server::Step::Bytes(bytes) = step else {
+                panic!("a text stream is bytes")
+            };
+            let event = String::from_utf8(bytes).unwrap();
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            if event.starts_with("event: response.output_text.delta\n") {
+                let (kind, delta) = delta_event(data).expect("a text delta of the local server");
+                assert_eq!(kind, "response.output_text.delta");
+                matched.push(delta.expect("its text").into_owned());
+            }
+        }
+        assert_eq!(matched.concat(), "a \"quoted\" text\n");
+        assert_eq!(matched.len(), 6);
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_typed_decoder() {
+        for data in [
+            // Not flat, not compact, type not first, repeated keys.
+            r#"{"type":"response.created","response":{"id":"r"}}"#,
+            r#"{"type":"response.output_text.delta","logprobs":[1]}"#,
+            r#"{"type": "response.output_text.delta","delta":"x"}"#,
+            r#"{"type":"response.output_text.delta", "delta":"x"}"#,
+            r#"{"delta":"x","type":"response.output_text.delta"}"#,
+            r#"{"type":"response.output_text.delta","delta":"x","delta":"y"}"#,
+            r#"{"type":"response.output_text.delta","type":"x"}"#,
+            // Keys and values this reading does not take.
+            r#"{"type":"response.output_text.delta","it\u0065m":"x"}"#,
+            r#"{"type":"response.output_text.delta","":1}"#,
+            r#"{"type":"response.output_text.delta","n":01}"#,
+            r#"{"type":"response.output_text.delta","n":1.5}"#,
+            r#"{"type":"response.output_text.delta","n":1e3}"#,
+            r#"{"type":"response.output_text.delta","n":-}"#,
+            r#"{"type":"response.output_text.delta","delta":5}"#,
+            r#"{"type":"response.output_text.delta","delta":"x"} "#,
+            r#"{"type":"response.output_text.delta","delta":"x""#,
+            r#"{"type":5}"#,
+            "{\"type\":\"response.output_text.delta\",\"delta\":\"a\u{1}\"}",
+        ] {
+            assert_eq!(delta_event(data), None, "{data}");
+        }
+    }
+}
