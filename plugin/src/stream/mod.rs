@@ -22,6 +22,7 @@ pub mod queue;
 pub mod recover;
 pub mod responses;
 pub mod responses_text;
+pub mod shape;
 pub mod sse;
 pub mod wake;
 

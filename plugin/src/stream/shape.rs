@@ -1,0 +1,64 @@
+//! What the shape readers of hot events ([`super::anthropic_text`], [`super::responses_text`])
+//! share: reading one JSON string where a value starts.
+
+use std::borrow::Cow;
+
+/// A string that borrows from the input when it has no escapes.
+#[derive(serde::Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Reads the JSON string at the start of `rest` and moves past it; `None` when none starts
+/// there or it is not valid JSON. A string with no escape and no control character (JSON's
+/// rule for those) is borrowed as it stands, found with one `memchr`; one with a backslash is
+/// read by `serde_json` (escapes, surrogate pairs, control characters refused).
+pub fn string<'a>(rest: &mut &'a str) -> Option<Cow<'a, str>> {
+    let body = rest.strip_prefix('"')?;
+    let end = memchr::memchr2(b'"', b'\\', body.as_bytes())?;
+    if body.as_bytes()[end] == b'"' {
+        let text = &body[..end];
+        if text.bytes().any(|b| b < 0x20) {
+            return None;
+        }
+        *rest = &body[end + 1..];
+        return Some(Cow::Borrowed(text));
+    }
+    let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<Text<'a>>();
+    let text = strings.next()?.ok()?.0;
+    *rest = &rest[strings.byte_offset()..];
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(input: &str) -> Option<(Cow<'_, str>, &str)> {
+        let mut rest = input;
+        string(&mut rest).map(|s| (s, rest))
+    }
+
+    #[test]
+    fn plain_strings_borrow_and_escaped_ones_are_decoded() {
+        assert_eq!(read(r#""abc"}"#), Some((Cow::Borrowed("abc"), "}")));
+        assert_eq!(read(r#""""#), Some((Cow::Borrowed(""), "")));
+        assert_eq!(read("\"é😀\",1"), Some((Cow::Borrowed("é😀"), ",1")));
+        let (s, rest) = read(r#""a\"b\\c\n\u00e9\ud83d\ude00"]"#).unwrap();
+        assert!(matches!(s, Cow::Owned(_)));
+        assert_eq!((s.as_ref(), rest), ("a\"b\\c\né😀", "]"));
+    }
+
+    #[test]
+    fn what_json_refuses_is_refused() {
+        for input in [
+            "abc\"",
+            "\"abc",
+            "\"a\u{1}b\"",
+            "\"a\tb\"",
+            r#""a\qb""#,
+            r#""\ud800""#,
+            r#""a\"#,
+        ] {
+            assert_eq!(read(input), None, "{input:?}");
+        }
+    }
+}
