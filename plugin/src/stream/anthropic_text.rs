@@ -68,16 +68,8 @@ mod tests {
     fn the_local_servers_text_deltas_are_this_shape() {
         let steps = mantle_mock_server::anthropic_text_stream("m", "a \"quoted\" text\n", 3);
         let mut matched = Vec::new();
-        for step in steps {
-            let mantle_mock_server::Step::Bytes(bytes) = step else {
-                panic!("a text stream is bytes")
-            };
-            let event = String::from_utf8(bytes).unwrap();
-            let data = event
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap();
-            match text_delta(data) {
+        for (event, data) in super::super::shape::scripted_events(steps) {
+            match text_delta(&data) {
                 Some((0, text)) => matched.push(text.into_owned()),
                 Some(other) => panic!("index {other:?}"),
                 None => assert!(!event.contains("text_delta"), "{event}"),

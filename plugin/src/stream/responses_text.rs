@@ -124,17 +124,9 @@ mod tests {
     fn the_local_servers_text_deltas_are_this_shape() {
         let steps = mantle_mock_server::responses_text_stream("m", "a \"quoted\" text\n", 3);
         let mut matched = Vec::new();
-        for step in steps {
-            let mantle_mock_server::Step::Bytes(bytes) = step else {
-                panic!("a text stream is bytes")
-            };
-            let event = String::from_utf8(bytes).unwrap();
-            let data = event
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap();
+        for (event, data) in super::super::shape::scripted_events(steps) {
             if event.starts_with("event: response.output_text.delta\n") {
-                let (kind, delta) = delta_event(data).expect("a text delta of the local server");
+                let (kind, delta) = delta_event(&data).expect("a text delta of the local server");
                 assert_eq!(kind, "response.output_text.delta");
                 matched.push(delta.expect("its text").into_owned());
             }

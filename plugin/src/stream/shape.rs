@@ -28,6 +28,27 @@ pub fn string<'a>(rest: &mut &'a str) -> Option<Cow<'a, str>> {
     Some(text)
 }
 
+/// Each event of a scripted stream of the local server, whole and its `data:` (for the shape
+/// readers' tests).
+#[cfg(test)]
+pub(crate) fn scripted_events(steps: Vec<mantle_mock_server::Step>) -> Vec<(String, String)> {
+    steps
+        .into_iter()
+        .map(|step| {
+            let mantle_mock_server::Step::Bytes(bytes) = step else {
+                panic!("a text stream is bytes")
+            };
+            let event = String::from_utf8(bytes).unwrap();
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap()
+                .to_string();
+            (event, data)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
