@@ -9,9 +9,6 @@
 
 use std::time::Duration;
 
-/// Where stamps from `Instant::now` count from.
-static FALLBACK_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-
 /// A point in time on the coarse monotonic clock (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Stamp(Duration);
@@ -20,41 +17,34 @@ impl Stamp {
     /// Now.
     #[cfg(target_os = "linux")]
     pub fn now() -> Self {
-        // Through libc, which falls back to the system call where there is no vDSO (under
-        // valgrind): rustix 1's raw backend read past the auxiliary vector there and crashed
-        // the host (the C host test under valgrind caught it).
+        // CLOCK_MONOTONIC is the same clock at full resolution: a fallback that mixes with
+        // coarse stamps (neither fails on a Linux since 2.6.32). Were both to fail, every stamp
+        // would be zero and the idle limit would never fire (the other timeouts still would).
+        Self::read(libc::CLOCK_MONOTONIC_COARSE)
+            .or_else(|| Self::read(libc::CLOCK_MONOTONIC))
+            .unwrap_or(Stamp(Duration::ZERO))
+    }
+
+    /// Reads `clock` through libc, which falls back to the system call where there is no vDSO
+    /// (under valgrind): rustix 1's raw backend read past the auxiliary vector there and
+    /// crashed the host (the C host test under valgrind caught it).
+    #[cfg(target_os = "linux")]
+    fn read(clock: libc::clockid_t) -> Option<Self> {
         let mut t = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        // SAFETY: `t` is a valid, writable timespec for the duration of the call, and
-        // CLOCK_MONOTONIC_COARSE is a clock every Linux since 2.6.32 has.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
-        if rc != 0 {
-            return Stamp::fallback();
-        }
-        Stamp(Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
-    }
-
-    /// `Instant::now` as a stamp, where the coarse clock failed (never seen): the two do not
-    /// mix, but a clock that fails once fails always.
-    #[cfg(target_os = "linux")]
-    fn fallback() -> Self {
-        Stamp(
-            FALLBACK_START
-                .get_or_init(std::time::Instant::now)
-                .elapsed(),
-        )
+        // SAFETY: `t` is a valid, writable timespec for the duration of the call; an unknown
+        // clock is reported through the return value, not undefined behaviour.
+        let rc = unsafe { libc::clock_gettime(clock, &mut t) };
+        (rc == 0).then(|| Stamp(Duration::new(t.tv_sec as u64, t.tv_nsec as u32)))
     }
 
     /// Now.
     #[cfg(not(target_os = "linux"))]
     pub fn now() -> Self {
-        Stamp(
-            FALLBACK_START
-                .get_or_init(std::time::Instant::now)
-                .elapsed(),
-        )
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        Stamp(START.get_or_init(std::time::Instant::now).elapsed())
     }
 
     /// The time from `earlier` to this stamp (zero if `earlier` is later).
