@@ -18,6 +18,7 @@ pub mod events;
 pub mod idle;
 pub mod openai;
 pub mod openai_chunk;
+pub mod openai_text;
 pub mod queue;
 pub mod recover;
 pub mod responses;

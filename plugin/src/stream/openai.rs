@@ -118,8 +118,11 @@ impl Decoder for OpenAiDecoder {
             });
             return true;
         }
-        // Typed and borrowing first (the hot path); anything it does not take is read
-        // leniently through a `Value` (`openai_chunk`).
+        // By its shape first (nearly every chunk), then typed and borrowing; anything neither
+        // takes is read leniently through a `Value` (`openai_chunk`).
+        if let Some(chunk) = super::openai_text::chunk(ev.data) {
+            return self.on_chunk(chunk, out);
+        }
         if let Ok(chunk) = crate::limits::parse_json_borrowed::<Chunk>(ev.data) {
             return self.on_chunk(chunk, out);
         }

@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use super::shape::string;
+use super::shape::{key, skip_value, string};
 
 /// The bytes before the type's value.
 const HEAD: &str = r#"{"type":"#;
@@ -30,15 +30,9 @@ pub fn delta_event(data: &str) -> Option<(Cow<'_, str>, Option<Cow<'_, str>>)> {
         if rest == "}" {
             return Some((kind, delta));
         }
-        rest = rest.strip_prefix(",\"")?;
-        let key_len = rest
-            .bytes()
-            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-            .count();
-        let key = &rest[..key_len];
-        rest = rest[key_len..].strip_prefix("\":")?;
-        match key {
-            "" | "type" => return None,
+        rest = rest.strip_prefix(',')?;
+        match key(&mut rest)? {
+            "type" => return None,
             "delta" => {
                 if std::mem::replace(&mut seen_delta, true) {
                     return None;
@@ -54,36 +48,6 @@ pub fn delta_event(data: &str) -> Option<(Cow<'_, str>, Option<Cow<'_, str>>)> {
             _ => skip_value(&mut rest)?,
         }
     }
-}
-
-/// Moves past the value at the start of `rest`: a string, an integer, a literal or `[]`.
-fn skip_value(rest: &mut &str) -> Option<()> {
-    let literal = match rest.as_bytes().first()? {
-        b'"' => return string(rest).map(drop),
-        b't' => "true",
-        b'f' => "false",
-        b'n' => "null",
-        b'[' => "[]",
-        _ => return skip_integer(rest),
-    };
-    *rest = rest.strip_prefix(literal)?;
-    Some(())
-}
-
-/// Moves past the integer at the start of `rest` (JSON's: no leading zeros); a fraction or
-/// an exponent is not taken here.
-fn skip_integer(rest: &mut &str) -> Option<()> {
-    let unsigned = rest.strip_prefix('-').unwrap_or(rest);
-    let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 || (digits > 1 && unsigned.starts_with('0')) {
-        return None;
-    }
-    let after = &unsigned[digits..];
-    if after.starts_with(['.', 'e', 'E']) {
-        return None;
-    }
-    *rest = after;
-    Some(())
 }
 
 #[cfg(test)]

@@ -28,6 +28,51 @@ pub fn string<'a>(rest: &mut &'a str) -> Option<Cow<'a, str>> {
     Some(text)
 }
 
+/// Moves past the value at the start of `rest`: a string, an integer, a literal or `[]`.
+pub fn skip_value(rest: &mut &str) -> Option<()> {
+    let literal = match rest.as_bytes().first()? {
+        b'"' => return string(rest).map(drop),
+        b't' => "true",
+        b'f' => "false",
+        b'n' => "null",
+        b'[' => "[]",
+        _ => return skip_integer(rest),
+    };
+    *rest = rest.strip_prefix(literal)?;
+    Some(())
+}
+
+/// Moves past the integer at the start of `rest` (JSON's: no leading zeros); a fraction or
+/// an exponent is not taken here.
+fn skip_integer(rest: &mut &str) -> Option<()> {
+    let unsigned = rest.strip_prefix('-').unwrap_or(rest);
+    let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || (digits > 1 && unsigned.starts_with('0')) {
+        return None;
+    }
+    let after = &unsigned[digits..];
+    if after.starts_with(['.', 'e', 'E']) {
+        return None;
+    }
+    *rest = after;
+    Some(())
+}
+
+/// Reads the key at the start of `rest` (`"name":`, the name of plain ASCII letters, digits and
+/// `_`) and moves past its colon; `None` for any other key (an escape, an empty name).
+pub fn key<'a>(rest: &mut &'a str) -> Option<&'a str> {
+    let body = rest.strip_prefix('"')?;
+    let len = body
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        .count();
+    if len == 0 {
+        return None;
+    }
+    *rest = body[len..].strip_prefix("\":")?;
+    Some(&body[..len])
+}
+
 /// Each event of a scripted stream of the local server, whole and its `data:` (for the shape
 /// readers' tests).
 #[cfg(test)]
