@@ -188,15 +188,6 @@ mod tests {
         use proptest::prelude::*;
         use serde_json::Value;
 
-        /// A plain value: a string, an integer, a literal or `[]`.
-        fn plain() -> impl Strategy<Value = String> {
-            prop_oneof![
-                "[a-z\"\\\u{1}é]{0,4}".prop_map(|s| Value::from(s).to_string()),
-                any::<i64>().prop_map(|n| n.to_string()),
-                prop::sample::select(vec!["true", "false", "null", "[]"]).prop_map(String::from),
-            ]
-        }
-
         /// A compact object of `members`.
         fn object(members: &[(&str, String)]) -> String {
             let inner: Vec<String> = members
@@ -222,12 +213,15 @@ mod tests {
                     "role",
                     "tool_calls",
                 ],
-                plain(),
+                crate::stream::shape::strategies::plain_value(),
             )
             .prop_map(|m| object(&m));
             let choice = (
                 delta,
-                members(vec!["index", "finish_reason", "logprobs", "delta"], plain()),
+                members(
+                    vec!["index", "finish_reason", "logprobs", "delta"],
+                    crate::stream::shape::strategies::plain_value(),
+                ),
             )
                 .prop_map(|(delta, mut rest)| {
                     rest.push(("delta", delta));
@@ -237,7 +231,7 @@ mod tests {
                 prop::collection::vec(choice, 0..3),
                 members(
                     vec!["id", "model", "object", "created", "usage", "choices"],
-                    plain(),
+                    crate::stream::shape::strategies::plain_value(),
                 ),
             )
                 .prop_map(|(choices, mut rest)| {
@@ -253,19 +247,9 @@ mod tests {
             #[test]
             fn a_chunk_read_by_its_shape_is_what_the_typed_decoder_reads(
                 data in chunk_text(),
-                at in any::<prop::sample::Index>(),
-                how in 0u8..4,
-                byte in prop::sample::select(b" 0123456789\"\\{}[]:,-.enul".to_vec()),
+                edit in crate::stream::shape::strategies::edit(),
             ) {
-                let mut data = data.into_bytes();
-                let at = at.index(data.len());
-                match how {
-                    0 => {}
-                    1 => { data.remove(at); }
-                    2 => data.insert(at, data[at]),
-                    _ => data[at] = byte,
-                }
-                let Ok(data) = String::from_utf8(data) else { return Ok(()); };
+                let Some(data) = edit.apply(&data) else { return Ok(()); };
                 if let Some(chunk) = chunk(&data) {
                     prop_assert_eq!(Ok(chunk), typed(&data), "{}", data);
                 }

@@ -230,15 +230,6 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        /// One value of a flat delta event: a string, an integer, a literal or `[]`.
-        fn value() -> impl Strategy<Value = String> {
-            prop_oneof![
-                "[a-z\"\\\u{1}é]{0,4}".prop_map(|s| Value::from(s).to_string()),
-                any::<i64>().prop_map(|n| n.to_string()),
-                prop::sample::select(vec!["true", "false", "null", "[]"]).prop_map(String::from),
-            ]
-        }
-
         fn flat(kind: &str, fields: &[(String, String)]) -> String {
             let mut data = format!("{{\"type\":{}", Value::from(kind));
             for (key, value) in fields {
@@ -254,21 +245,11 @@ mod tests {
             #[test]
             fn a_delta_read_by_its_shape_is_what_the_typed_decoder_reads(
                 kind in prop::sample::select(vec!["response.output_text.delta", "response.reasoning_text.delta", "response.created"]),
-                fields in prop::collection::vec((prop::sample::select(vec!["delta", "item_id", "sequence_number", "logprobs", "type"]), value()), 0..5),
-                at in any::<prop::sample::Index>(),
-                how in 0u8..4,
-                byte in prop::sample::select(b" 0123456789\"\\{}[]:,-.enul".to_vec()),
+                fields in prop::collection::vec((prop::sample::select(vec!["delta", "item_id", "sequence_number", "logprobs", "type"]), crate::stream::shape::strategies::plain_value()), 0..5),
+                edit in crate::stream::shape::strategies::edit(),
             ) {
                 let fields: Vec<(String, String)> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-                let mut data = flat(kind, &fields).into_bytes();
-                let at = at.index(data.len());
-                match how {
-                    0 => {}
-                    1 => { data.remove(at); }
-                    2 => data.insert(at, data[at]),
-                    _ => data[at] = byte,
-                }
-                let Ok(data) = String::from_utf8(data) else { return Ok(()); };
+                let Some(data) = edit.apply(&flat(kind, &fields)) else { return Ok(()); };
                 if let Some((kind, delta)) = crate::stream::responses_text::delta_event(&data) {
                     let typed = crate::limits::parse_json_borrowed::<TextDelta>(&data);
                     prop_assert_eq!(typed, Ok(TextDelta { kind, delta }), "{}", data);

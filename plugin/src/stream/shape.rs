@@ -73,6 +73,58 @@ pub fn key<'a>(rest: &mut &'a str) -> Option<&'a str> {
     Some(&body[..len])
 }
 
+/// What the shape readers' property tests share: the values they build events from and the
+/// one-byte edits they make to them.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use proptest::prelude::*;
+
+    /// A plain JSON value: a short string (quotes, backslashes, a control character and a
+    /// non-ASCII letter among its characters), an integer, a literal or `[]`.
+    pub fn plain_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z\"\\\u{1}é]{0,4}".prop_map(|s| serde_json::Value::from(s).to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            prop::sample::select(vec!["true", "false", "null", "[]"]).prop_map(String::from),
+        ]
+    }
+
+    /// None, or one byte removed, doubled or replaced by one that matters to JSON.
+    #[derive(Debug, Clone)]
+    pub struct Edit {
+        at: prop::sample::Index,
+        how: u8,
+        byte: u8,
+    }
+
+    impl Edit {
+        /// `data` edited; `None` when the edit left it no longer UTF-8.
+        pub fn apply(&self, data: &str) -> Option<String> {
+            let mut data = data.as_bytes().to_vec();
+            let at = self.at.index(data.len());
+            match self.how {
+                0 => {}
+                1 => {
+                    data.remove(at);
+                }
+                2 => data.insert(at, data[at]),
+                _ => data[at] = self.byte,
+            }
+            String::from_utf8(data).ok()
+        }
+    }
+
+    /// Any [`Edit`].
+    pub fn edit() -> impl Strategy<Value = Edit> {
+        (
+            any::<prop::sample::Index>(),
+            0u8..4,
+            prop::sample::select(b" 0123456789\"\\{}[]:,-.enul".to_vec()),
+        )
+            .prop_map(|(at, how, byte)| Edit { at, how, byte })
+    }
+}
+
 /// Each event of a scripted stream of the local server, whole and its `data:` (for the shape
 /// readers' tests).
 #[cfg(test)]
