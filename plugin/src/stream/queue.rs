@@ -278,11 +278,14 @@ impl EventQueue {
     /// is woken once the host drained half of it), so a stream's task carries a few bytes
     /// for its pushes instead of the wait's state, for as long as the stream is open.
     pub fn push(self: &Arc<Self>, input: Input) -> Push<'_> {
-        super::wake::pay_stale();
         let mut input = Some(input);
         // No wake-up of this task needs registering when it fits (that costs two locks of the
         // `Notify` per read).
         let offered = self.offer(&mut input);
+        // After the offer, so a pull this pays for finds this read queued too (paid before it,
+        // the pull could run first and return without it). A push that must wait for room
+        // pays everything before it waits.
+        super::wake::pay_stale();
         match (offered, input) {
             (Ok(()), Some(input)) => Either::Right(Box::pin(self.wait_for_room(input))),
             (offered, _) => Either::Left(std::future::ready(offered)),

@@ -239,9 +239,13 @@ mod tests {
                 q.push(body()).await.unwrap();
                 q.push(delta("a")).await.unwrap();
                 std::thread::sleep(MAX_OWED_AGE * 20);
-                // This push finds the owed wake-up stale and pays it.
-                q.push(delta("b")).await.unwrap();
+                // Marked first: the pull may return while the push below is still running.
                 done.store(true, Ordering::SeqCst);
+                // This push queues its read, then finds the owed wake-up stale and pays it: the
+                // pull takes both reads. (Until session 18 it paid before queuing, and on a
+                // loaded machine the pull could return with "a" alone: 4 runs of 25 here, and
+                // 0 of 40 since.)
+                q.push(delta("b")).await.unwrap();
                 // The worker stays busy until the pull returns (at most 5 s): only the
                 // push above can have woken it.
                 busy_until_returned(&host);
