@@ -33,8 +33,7 @@ pub fn text_delta(data: &str) -> Option<(u32, Cow<'_, str>)> {
         return None;
     }
     let index = rest[..digits].parse().ok()?;
-    let rest = rest[digits..].strip_prefix(MIDDLE)?;
-    let mut rest = rest;
+    let mut rest = rest[digits..].strip_prefix(MIDDLE)?;
     let text = super::shape::string(&mut rest)?;
     (rest == TAIL).then_some((index, text))
 }

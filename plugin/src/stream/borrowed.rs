@@ -11,9 +11,10 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};
 
-/// One string that borrows when it can (`#[serde(borrow)]` on a bare `Cow` does).
+/// One string that borrows when it can (`#[serde(borrow)]` on a bare `Cow` does); also what
+/// the shape readers read an escaped string into ([`super::shape::string`]).
 #[derive(Deserialize)]
-struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+pub(crate) struct Borrowed<'a>(#[serde(borrow)] pub(crate) Cow<'a, str>);
 
 /// Reads an optional string (`null` is `None`), borrowing from the input when the JSON string
 /// has no escapes. Use as `#[serde(default, borrow, deserialize_with = "borrowed::opt_str")]`.

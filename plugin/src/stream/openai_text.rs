@@ -11,9 +11,8 @@
 
 use super::{
     openai_chunk::{Choice, Chunk, Delta},
-    shape::{key, skip_value, string},
+    shape::{items, members, once, opt_string, skip_value},
 };
-use std::borrow::Cow;
 
 /// The chunk `data` holds when it is this shape; `None` for anything else.
 pub fn chunk(data: &str) -> Option<Chunk<'_>> {
@@ -57,66 +56,14 @@ struct Seen {
     reasoning: bool,
 }
 
-/// Marks `seen`; `None` if it was already.
-fn once(seen: &mut bool) -> Option<()> {
-    (!std::mem::replace(seen, true)).then_some(())
-}
-
-/// Reads the compact object at the start of `rest`, handing each member's key to `each`,
-/// which must move past its value; moves past the closing brace.
-fn members<'a>(
-    rest: &mut &'a str,
-    mut each: impl FnMut(&'a str, &mut &'a str) -> Option<()>,
-) -> Option<()> {
-    *rest = rest.strip_prefix('{')?;
-    if let Some(after) = rest.strip_prefix('}') {
-        *rest = after;
-        return Some(());
-    }
-    loop {
-        let name = key(rest)?;
-        each(name, rest)?;
-        match rest.as_bytes().first()? {
-            b',' => *rest = &rest[1..],
-            b'}' => {
-                *rest = &rest[1..];
-                return Some(());
-            }
-            _ => return None,
-        }
-    }
-}
-
-/// A string or `null`, as the typed decoder's optional strings read.
-fn opt_string<'a>(rest: &mut &'a str) -> Option<Option<Cow<'a, str>>> {
-    match rest.strip_prefix("null") {
-        Some(after) => {
-            *rest = after;
-            Some(None)
-        }
-        None => string(rest).map(Some),
-    }
-}
-
 /// The `choices` list: flat objects, each with a flat `delta`.
 fn choices<'a>(rest: &mut &'a str) -> Option<Vec<Choice<'a>>> {
-    *rest = rest.strip_prefix('[')?;
     let mut choices = Vec::new();
-    if let Some(after) = rest.strip_prefix(']') {
-        *rest = after;
-        return Some(choices);
-    }
-    loop {
+    items(rest, |rest| {
         choices.push(choice(rest)?);
-        match rest.as_bytes().first()? {
-            b',' => *rest = &rest[1..],
-            b']' => {
-                *rest = &rest[1..];
-                return Some(choices);
-            }
-            _ => return None,
-        }
-    }
+        Some(())
+    })?;
+    Some(choices)
 }
 
 fn choice<'a>(rest: &mut &'a str) -> Option<Choice<'a>> {
@@ -164,6 +111,7 @@ fn delta<'a>(rest: &mut &'a str) -> Option<Delta<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     fn typed(data: &str) -> Result<Chunk<'_>, String> {
         crate::limits::parse_json_borrowed::<Chunk>(data)

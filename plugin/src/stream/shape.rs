@@ -1,11 +1,10 @@
-//! What the shape readers of hot events ([`super::anthropic_text`], [`super::responses_text`])
-//! share: reading one JSON string where a value starts.
+//! What the shape readers of hot events ([`super::anthropic_text`], [`super::responses_text`],
+//! [`super::openai_text`]) share: reading a compact JSON string, key, plain value, object or
+//! list where one starts, moving past it; `None` for anything else.
 
 use std::borrow::Cow;
 
-/// A string that borrows from the input when it has no escapes.
-#[derive(serde::Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+use super::borrowed::Borrowed;
 
 /// Reads the JSON string at the start of `rest` and moves past it; `None` when none starts
 /// there or it is not valid JSON. A string with no escape and no control character (JSON's
@@ -22,7 +21,7 @@ pub fn string<'a>(rest: &mut &'a str) -> Option<Cow<'a, str>> {
         *rest = &body[end + 1..];
         return Some(Cow::Borrowed(text));
     }
-    let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<Text<'a>>();
+    let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<Borrowed<'a>>();
     let text = strings.next()?.ok()?.0;
     *rest = &rest[strings.byte_offset()..];
     Some(text)
@@ -71,6 +70,70 @@ pub fn key<'a>(rest: &mut &'a str) -> Option<&'a str> {
     }
     *rest = body[len..].strip_prefix("\":")?;
     Some(&body[..len])
+}
+
+/// A string or `null` (`None`), as the typed decoders' optional strings read.
+pub fn opt_string<'a>(rest: &mut &'a str) -> Option<Option<Cow<'a, str>>> {
+    match rest.strip_prefix("null") {
+        Some(after) => {
+            *rest = after;
+            Some(None)
+        }
+        None => string(rest).map(Some),
+    }
+}
+
+/// Marks a key as read; `None` if it was already (the typed decoders refuse a repeated key
+/// they read).
+pub fn once(seen: &mut bool) -> Option<()> {
+    (!std::mem::replace(seen, true)).then_some(())
+}
+
+/// Reads the compact object at the start of `rest`, handing each member's key to `each`,
+/// which must move past its value; moves past the closing brace.
+pub fn members<'a>(
+    rest: &mut &'a str,
+    mut each: impl FnMut(&'a str, &mut &'a str) -> Option<()>,
+) -> Option<()> {
+    sequence(rest, b'{', b'}', |rest| {
+        let name = key(rest)?;
+        each(name, rest)
+    })
+}
+
+/// Reads the compact list at the start of `rest`, `each` moving past one item at a time;
+/// moves past the closing bracket.
+pub fn items<'a>(rest: &mut &'a str, each: impl FnMut(&mut &'a str) -> Option<()>) -> Option<()> {
+    sequence(rest, b'[', b']', each)
+}
+
+/// `open`, then nothing or items that `each` reads separated by commas, then `close`.
+fn sequence<'a>(
+    rest: &mut &'a str,
+    open: u8,
+    close: u8,
+    mut each: impl FnMut(&mut &'a str) -> Option<()>,
+) -> Option<()> {
+    let (&first, after) = rest.as_bytes().split_first()?;
+    if first != open {
+        return None;
+    }
+    *rest = &rest[1..];
+    if after.first() == Some(&close) {
+        *rest = &rest[1..];
+        return Some(());
+    }
+    loop {
+        each(rest)?;
+        match *rest.as_bytes().first()? {
+            b',' => *rest = &rest[1..],
+            b if b == close => {
+                *rest = &rest[1..];
+                return Some(());
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// What the shape readers' property tests share: the values they build events from and the
@@ -163,6 +226,52 @@ mod tests {
         let (s, rest) = read(r#""a\"b\\c\n\u00e9\ud83d\ude00"]"#).unwrap();
         assert!(matches!(s, Cow::Owned(_)));
         assert_eq!((s.as_ref(), rest), ("a\"b\\c\né😀", "]"));
+    }
+
+    /// The keys of the object at the start of `input` and what follows it.
+    fn keys(input: &str) -> Option<(Vec<&str>, &str)> {
+        let mut rest = input;
+        let mut names = Vec::new();
+        members(&mut rest, |name, rest| {
+            names.push(name);
+            skip_value(rest)
+        })?;
+        Some((names, rest))
+    }
+
+    #[test]
+    fn objects_and_lists_are_read_to_their_closer() {
+        assert_eq!(keys("{}"), Some((vec![], "")));
+        assert_eq!(
+            keys(r#"{"a":1,"b_2":"x","c":[]},"#),
+            Some((vec!["a", "b_2", "c"], ","))
+        );
+        for refused in [
+            "",
+            "[]",
+            "{",
+            r#"{"a":1,}"#,
+            r#"{"a":1]"#,
+            r#"{"a":1 }"#,
+            r#"{,"a":1}"#,
+            r#"{"a" :1}"#,
+        ] {
+            assert_eq!(keys(refused), None, "{refused:?}");
+        }
+        let mut count = 0;
+        let mut rest = "[1,-2,true]!";
+        assert_eq!(
+            items(&mut rest, |rest| {
+                count += 1;
+                skip_value(rest)
+            }),
+            Some(())
+        );
+        assert_eq!((count, rest), (3, "!"));
+        for refused in ["[1,]", "[1}", "{1]", "[1 ,2]"] {
+            let mut rest = refused;
+            assert_eq!(items(&mut rest, skip_value), None, "{refused:?}");
+        }
     }
 
     #[test]
