@@ -397,7 +397,9 @@ mantle_result mantle_stream_next(uint64_t stream,
  * `capacity` events (at least 1). On `MANTLE_POLL_EVENT`, `*count_out` (>= 1) events are
  * filled, a terminal one always last; their buffers stay valid until the next pull on this
  * stream (either function) or its `mantle_stream_free` (or its provider's close). On
- * `MANTLE_POLL_PENDING` or `MANTLE_POLL_FINISHED`, `*count_out` is 0.
+ * `MANTLE_POLL_PENDING` or `MANTLE_POLL_FINISHED`, `*count_out` is 0. The library reuses one
+ * buffer per stream from pull to pull (no allocation per event once it is big enough): copy
+ * what you keep of an event before the next pull, whose events are written over it.
  *
  * # Safety
  * `events_out` is NULL or points to `capacity` writable events; `count_out` and `poll_out`

@@ -29,6 +29,7 @@ use std::{
 use mantle_abi::{ErrorCode, EventKind, FfiError};
 use once_cell::sync::Lazy;
 
+use super::c_buffers::EventBuffers;
 use crate::{discovery::Outcome, stream::Poll};
 
 /// The ABI major version described by this header (see `mantle_abi_version`).
@@ -458,58 +459,17 @@ pub unsafe extern "C" fn mantle_token_free(token: *mut mantle_token) {
 // ---------------------------------------------------------------------------------------------
 // Streams.
 
-/// The last event's buffers of one C stream, which `mantle_event` points into. They live in
-/// the stream's registry slot, so freeing the stream or closing its provider frees them.
-#[derive(Default)]
-pub(crate) struct EventBuffers {
-    text: Vec<u8>,
-    json: Vec<u8>,
-    raw: Vec<u8>,
-}
-
-impl EventBuffers {
-    /// The buffers of one pulled event: its text, its JSON and its raw payload.
-    fn from_emitted(e: &crate::stream::Emitted) -> Result<Self, FfiError> {
-        let json = e
-            .event
-            .to_json()
-            .map_err(|err| FfiError::new(ErrorCode::Internal, err.to_string()))?;
-        Ok(EventBuffers::of(
-            e.event.text(),
-            &json,
-            e.raw.as_deref().unwrap_or(""),
-        ))
-    }
-
-    fn of(text: &str, json: &str, raw: &str) -> Self {
-        EventBuffers {
-            text: nul_terminated(text),
-            json: nul_terminated(json),
-            raw: nul_terminated(raw),
-        }
-    }
-
-    /// A `mantle_event` pointing into these buffers (valid while they are neither replaced
-    /// nor dropped).
-    fn event(&self, kind: mantle_event_kind) -> mantle_event {
-        mantle_event {
-            kind,
-            text: self.text.as_ptr().cast(),
-            text_len: self.text.len() - 1,
-            json: self.json.as_ptr().cast(),
-            json_len: self.json.len() - 1,
-            raw: self.raw.as_ptr().cast(),
-            raw_len: self.raw.len() - 1,
-        }
-    }
+/// An event that could not be written as JSON (never expected: every event serializes).
+fn json_failed(err: serde_json::Error) -> FfiError {
+    FfiError::new(ErrorCode::Internal, err.to_string())
 }
 
 /// The terminal event handed to a pull that was running when its stream was freed or its
 /// provider closed: static buffers, valid forever, since the stream's own are freed.
 fn closed_stream_event(reason: &str) -> &'static EventBuffers {
     fn make(reason: &str) -> EventBuffers {
-        let event = crate::stream::queue::cancelled_event(reason).event;
-        EventBuffers::of("", &super::to_json(&event).unwrap_or_default(), "")
+        EventBuffers::of(&[crate::stream::queue::cancelled_event(reason)])
+            .expect("a cancelled event is JSON")
     }
     static PROVIDER_CLOSED: Lazy<EventBuffers> =
         Lazy::new(|| make(crate::stream::CANCELLED_PROVIDER_CLOSED));
@@ -519,13 +479,6 @@ fn closed_stream_event(reason: &str) -> &'static EventBuffers {
     } else {
         &STREAM_FREED
     }
-}
-
-fn nul_terminated(text: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(text.len() + 1);
-    v.extend_from_slice(text.as_bytes());
-    v.push(0);
-    v
 }
 
 /// Starts a streaming request. `request_json` is the canonical request (OpenAI Chat
@@ -583,11 +536,12 @@ pub unsafe extern "C" fn mantle_stream_next(
                 let event = if let Some(reason) = slot.closed.get() {
                     // Freed or closed while this pull ran: the slot's buffers are about to go,
                     // so hand out the static terminal event (this stream's one terminal event).
-                    closed_stream_event(reason).event(mantle_event_kind::MANTLE_EVENT_ERROR)
+                    closed_stream_event(reason).event(0)
                 } else {
-                    buffers.clear();
-                    buffers.push(EventBuffers::from_emitted(&e)?);
-                    buffers[0].event(e.event.kind().into())
+                    buffers
+                        .refill(std::slice::from_ref(&e))
+                        .map_err(json_failed)?;
+                    buffers.event(0)
                 };
                 // SAFETY: checked non-NULL above; the caller promises it is writable. The
                 // pointers stay valid until the next pull or free of this stream (the buffers
@@ -607,7 +561,7 @@ pub unsafe extern "C" fn mantle_stream_next(
 fn lock_c_buffers<'a>(
     stream: u64,
     slot: &'a super::StreamSlot,
-) -> Result<std::sync::MutexGuard<'a, Vec<EventBuffers>>, FfiError> {
+) -> Result<std::sync::MutexGuard<'a, EventBuffers>, FfiError> {
     match slot.c_buffers.try_lock() {
         Ok(b) => Ok(b),
         Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
@@ -624,7 +578,9 @@ fn lock_c_buffers<'a>(
 /// `capacity` events (at least 1). On `MANTLE_POLL_EVENT`, `*count_out` (>= 1) events are
 /// filled, a terminal one always last; their buffers stay valid until the next pull on this
 /// stream (either function) or its `mantle_stream_free` (or its provider's close). On
-/// `MANTLE_POLL_PENDING` or `MANTLE_POLL_FINISHED`, `*count_out` is 0.
+/// `MANTLE_POLL_PENDING` or `MANTLE_POLL_FINISHED`, `*count_out` is 0. The library reuses one
+/// buffer per stream from pull to pull (no allocation per event once it is big enough): copy
+/// what you keep of an event before the next pull, whose events are written over it.
 ///
 /// # Safety
 /// `events_out` is NULL or points to `capacity` writable events; `count_out` and `poll_out`
@@ -658,24 +614,20 @@ pub unsafe extern "C" fn mantle_stream_next_batch(
                 crate::stream::Batch::Events => {
                     if let Some(reason) = slot.closed.get() {
                         // Freed or closed while this pull ran: only the static terminal event.
-                        let event = closed_stream_event(reason)
-                            .event(mantle_event_kind::MANTLE_EVENT_ERROR);
+                        let event = closed_stream_event(reason).event(0);
                         // SAFETY: checked non-NULL; the caller promises `capacity` (>= 1) writable
                         // events. The static buffers are valid forever.
                         unsafe { events_out.write(event) };
                         (mantle_poll::MANTLE_POLL_EVENT, 1)
                     } else {
-                        buffers.clear();
-                        for e in &pulled {
-                            buffers.push(EventBuffers::from_emitted(e)?);
-                        }
-                        for (i, (e, b)) in pulled.iter().zip(buffers.iter()).enumerate() {
+                        buffers.refill(&pulled).map_err(json_failed)?;
+                        for i in 0..buffers.len() {
                             // SAFETY: `i < pulled.len() <= capacity` (the batch is bounded by it),
                             // and the caller promises `capacity` writable events. The pointers
                             // stay valid until the next pull or free of this stream.
-                            unsafe { events_out.add(i).write(b.event(e.event.kind().into())) };
+                            unsafe { events_out.add(i).write(buffers.event(i)) };
                         }
-                        (mantle_poll::MANTLE_POLL_EVENT, pulled.len())
+                        (mantle_poll::MANTLE_POLL_EVENT, buffers.len())
                     }
                 }
             };

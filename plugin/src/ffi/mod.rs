@@ -4,6 +4,7 @@
 
 pub mod abi;
 pub mod c;
+mod c_buffers;
 
 use std::{
     collections::HashMap,
@@ -33,7 +34,7 @@ pub struct StreamSlot {
     /// The C API's buffers of the last pull's events (one, or a batch); locked for the whole of
     /// a C pull, so a second C pull of the same stream is refused instead of freeing the
     /// buffers under the first one.
-    pub(crate) c_buffers: Mutex<Vec<c::EventBuffers>>,
+    pub(crate) c_buffers: Mutex<c_buffers::EventBuffers>,
     /// Why the stream was closed, set (before cancelling) when it is freed or its provider
     /// closed; a pull that is still running then hands out that static terminal event instead
     /// of the buffers.
@@ -169,7 +170,7 @@ impl StreamSlot {
         self.c_buffers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clear();
+            .release();
     }
 }
 

@@ -117,43 +117,51 @@ impl StreamEvent {
         }
     }
 
-    /// The event as JSON text (what both ABIs hand out in `json`). The per-token events are
-    /// written directly (the same text `serde_json` writes, without its generic machinery:
-    /// this runs once per event); the others through `serde_json`.
+    /// The event as JSON text (what both ABIs hand out in `json`); see [`Self::write_json`].
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        let mut out = Vec::with_capacity(self.text().len() + 48);
+        self.write_json(&mut out)?;
+        // `write_json` writes only ASCII and `serde_json`'s own (valid UTF-8) output.
+        Ok(String::from_utf8(out).expect("JSON text is UTF-8"))
+    }
+
+    /// Appends the event as JSON text to `out` (UTF-8). The per-token events are written
+    /// directly (the same text `serde_json` writes, without its generic machinery: this runs
+    /// once per event); the others through `serde_json`.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         fn tagged(
+            out: &mut Vec<u8>,
             kind: &str,
             index: Option<u32>,
             key: &str,
             text: &str,
-        ) -> Result<String, serde_json::Error> {
-            let mut out = Vec::with_capacity(text.len() + 48);
+        ) -> Result<(), serde_json::Error> {
+            out.reserve(text.len() + 48);
             out.extend_from_slice(b"{\"type\":\"");
             out.extend_from_slice(kind.as_bytes());
             out.extend_from_slice(b"\",");
             if let Some(i) = index {
                 out.extend_from_slice(b"\"index\":");
-                serde_json::to_writer(&mut out, &i)?;
+                serde_json::to_writer(&mut *out, &i)?;
                 out.push(b',');
             }
             out.push(b'"');
             out.extend_from_slice(key.as_bytes());
             out.extend_from_slice(b"\":");
-            serde_json::to_writer(&mut out, text)?;
+            serde_json::to_writer(&mut *out, text)?;
             out.push(b'}');
-            // Only ASCII and `serde_json`'s own (valid UTF-8) string output were written.
-            Ok(String::from_utf8(out).expect("JSON text is UTF-8"))
+            Ok(())
         }
         match self {
-            StreamEvent::TextDelta { text } => tagged("text_delta", None, "text", text),
+            StreamEvent::TextDelta { text } => tagged(out, "text_delta", None, "text", text),
             StreamEvent::ReasoningDelta {
                 text,
                 signature: None,
-            } => tagged("reasoning_delta", None, "text", text),
+            } => tagged(out, "reasoning_delta", None, "text", text),
             StreamEvent::ToolCallDelta { index, arguments } => {
-                tagged("tool_call_delta", Some(*index), "arguments", arguments)
+                tagged(out, "tool_call_delta", Some(*index), "arguments", arguments)
             }
-            other => serde_json::to_string(other),
+            other => serde_json::to_writer(out, other),
         }
     }
 

@@ -2,12 +2,14 @@
 //! (issue #13). Every figure that matters is a ratio of two numbers measured side by side here:
 //! absolute times on a shared 2-core machine are noise.
 //!
-//! Three readers of the same streams:
+//! Four readers of the same streams:
 //! - `raw`: reqwest, bytes only (the transport limit);
 //! - `direct`: reqwest + one `serde_json::Value` per `data:` line (what a gateway calling Mantle
 //!   itself would do at least);
 //! - `plugin`: the release cdylib through host-shim, `Stream::next_batch_with` (up to 256 events per
-//!   ABI crossing).
+//!   ABI crossing);
+//! - `c-api`: the same library through its C API, `mantle_stream_next_batch` into an array of
+//!   256 events ([`c_api`]), as a C gateway would.
 //!
 //! Two upstreams: `memory` (a loopback server that writes a precomputed body at once: memory
 //! speed) and `local` (the local Mantle-compatible server). Every surface: openai-completions,
@@ -36,6 +38,9 @@ use std::{
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+
+#[path = "support/c_api.rs"]
+mod c_api;
 
 use futures_util::StreamExt;
 use mantle_host_shim::{swap::HotSwap, EventKind, Plugin, Provider};
@@ -237,7 +242,7 @@ impl Run {
 }
 
 /// The events/s table's readers, in the order each round runs them.
-const READERS: [&str; 4] = ["raw", "direct", "plugin", "plugin-default"];
+const READERS: [&str; 5] = ["raw", "direct", "plugin", "plugin-default", "c-api"];
 
 /// How many interleaved rounds each events/s row measures.
 fn throughput_rounds(quick: bool) -> usize {
@@ -355,31 +360,45 @@ async fn read_direct(client: &reqwest::Client, url: &str, body: String, parse: b
     events
 }
 
-/// The plugin reader's host threads for one row: `n` threads that live as long as the row, as a
+/// What one host thread reads in a round: a stream of a provider, through host-shim or
+/// through the C API.
+#[derive(Clone, Copy)]
+enum Job<'env> {
+    Shim(&'env Provider),
+    C(&'env c_api::CApi, u64),
+}
+
+/// The plugin readers' host threads for one row: `n` threads that live as long as the row, as a
 /// gateway's pulling threads do, each pulling one stream per round. (A thread spawned per
 /// stream billed the plugin for creating, starting and tearing down a thread, its stack and
 /// its malloc arena, in every round, which the direct client's tasks on a running runtime do
 /// not pay: roughly 50-170 µs a stream, measured with 50-delta streams.)
 struct HostThreads<'env> {
-    jobs: Vec<std::sync::mpsc::Sender<&'env Provider>>,
+    jobs: Vec<std::sync::mpsc::Sender<Job<'env>>>,
     done: std::sync::mpsc::Receiver<usize>,
 }
 
 impl<'env> HostThreads<'env> {
-    /// Starts `n` threads in `scope` that read `request` whenever they are handed a provider.
+    /// Starts `n` threads in `scope` that read `request` whenever they are handed a job.
     fn start<'scope>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         n: usize,
         request: &'env str,
     ) -> Self {
         let (finished, done) = std::sync::mpsc::channel();
+        let c_request = std::ffi::CString::new(request).unwrap();
         let jobs = (0..n)
             .map(|_| {
-                let (job, jobs) = std::sync::mpsc::channel::<&'env Provider>();
+                let (job, jobs) = std::sync::mpsc::channel::<Job<'env>>();
                 let finished = finished.clone();
+                let c_request = c_request.clone();
                 scope.spawn(move || {
-                    for provider in jobs {
-                        finished.send(read_plugin(provider, request)).unwrap();
+                    for job in jobs {
+                        let deltas = match job {
+                            Job::Shim(provider) => read_plugin(provider, request),
+                            Job::C(api, provider) => api.read(provider, &c_request),
+                        };
+                        finished.send(deltas).unwrap();
                     }
                 });
                 job
@@ -388,12 +407,12 @@ impl<'env> HostThreads<'env> {
         HostThreads { jobs, done }
     }
 
-    /// One round: every thread pulls one stream of `provider` at once; returns when all ended
+    /// One round: every thread pulls one stream of `job` at once; returns when all ended
     /// (asserting each ended with `done`), with the text deltas they received.
-    fn read(&self, provider: &'env Provider) -> Run {
+    fn read(&self, job: Job<'env>) -> Run {
         Run::measure(|| {
-            for job in &self.jobs {
-                job.send(provider).unwrap();
+            for thread in &self.jobs {
+                thread.send(job).unwrap();
             }
             self.jobs.iter().map(|_| self.done.recv().unwrap()).sum()
         })
@@ -783,7 +802,7 @@ fn main() {
     let only_upstream = value_of("--upstream");
     // `--latency-only`: the time-to-first-text table alone.
     let latency_only = args.iter().any(|a| a == "--latency-only");
-    // `--reader R` (raw, direct, plugin or plugin-default) runs one reader alone (for a
+    // `--reader R` (raw, direct, plugin, plugin-default or c-api) runs one reader alone (for a
     // profiler or `strace -c`); the columns of the others show 0.
     let only_reader = value_of("--reader");
     // `--rounds N`: rounds per events/s row (default 9, 1 with `--quick`): a long run of one
@@ -851,6 +870,8 @@ fn main() {
     }
 
     let plugin = Plugin::load(&plugin_file).unwrap();
+    let c_api_dir = common::tempdir();
+    let c_api = c_api::CApi::load(&plugin_file, &c_api_dir);
     let n = memory_deltas(quick);
     let text = "x".repeat(n);
     // The memory upstream's bodies take a while to build: only when its rows run.
@@ -885,8 +906,8 @@ fn main() {
         Vec::new()
     } else {
         println!();
-        println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct (lowest-highest round) | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers |");
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct (lowest-highest round) | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers | C API/direct (lowest-highest round) | CPU ns/event C API |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         let mut upstreams = Vec::new();
         if let Some(memory) = &memory {
             upstreams.push(("memory", memory.origin()));
@@ -923,6 +944,7 @@ fn main() {
                 let provider = plugin
                     .create_provider(&workers, &config_for(&origin))
                     .unwrap();
+                let c_provider = c_api.provider(&workers, &config_for(&origin));
                 let runs = |reader: &str| only_reader.as_deref().is_none_or(|r| r == reader);
                 let skipped = Run {
                     events: 0,
@@ -936,8 +958,9 @@ fn main() {
                         name if !runs(name) => skipped,
                         "raw" => direct(&runtime, &client, &url, &body, c, false),
                         "direct" => direct(&runtime, &client, &url, &body, c, true),
-                        "plugin" => host.read(&provider),
-                        _ => host.read(&default_workers),
+                        "plugin" => host.read(Job::Shim(&provider)),
+                        "plugin-default" => host.read(Job::Shim(&default_workers)),
+                        _ => host.read(Job::C(&c_api, c_provider)),
                     };
                     // Warm every path (connections, allocator, threads) before measuring.
                     for reader in 1..READERS.len() {
@@ -946,7 +969,7 @@ fn main() {
                     // Rounds interleave the readers, so a slow spell of this shared machine
                     // falls on all of them; each events/s column is its median round, each
                     // ratio the median of the rounds' own ratios.
-                    let mut rounds: [Vec<Run>; 4] = Default::default();
+                    let mut rounds: [Vec<Run>; READERS.len()] = Default::default();
                     for _ in 0..rounds_per_row {
                         for (reader, runs) in rounds.iter_mut().enumerate() {
                             runs.push(read_with(reader));
@@ -956,14 +979,17 @@ fn main() {
                 });
                 let (ratio, lowest, highest) = paired_ratios(&rounds[2], &rounds[1]);
                 let (ratio_default, ..) = paired_ratios(&rounds[3], &rounds[1]);
-                let [raw, d, p, _] = rounds.map(median_run);
+                c_api.close(c_provider);
+                let (ratio_c, lowest_c, highest_c) = paired_ratios(&rounds[4], &rounds[1]);
+                let [raw, d, p, _, c_reader] = rounds.map(median_run);
                 println!(
-                    "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {ratio:.2} ({lowest:.2}-{highest:.2}) | {:.0} | {:.0} | {ratio_default:.2} |",
+                    "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {ratio:.2} ({lowest:.2}-{highest:.2}) | {:.0} | {:.0} | {ratio_default:.2} | {ratio_c:.2} ({lowest_c:.2}-{highest_c:.2}) | {:.0} |",
                     raw.per_second(),
                     d.per_second(),
                     p.per_second(),
                     d.cpu_ns_per_event(),
                     p.cpu_ns_per_event(),
+                    c_reader.cpu_ns_per_event(),
                 );
             }
         }
