@@ -29,7 +29,7 @@
 /**
  * The ABI minor version described by this header.
  */
-#define MANTLE_ABI_MINOR 2
+#define MANTLE_ABI_MINOR 3
 
 /**
  * Result of every fallible C function. The numbers equal `mantle_abi::ErrorCode`'s.
@@ -251,7 +251,9 @@ typedef struct mantle_event {
    */
   size_t text_len;
   /**
-   * The whole event as a JSON object (`{"type": ..., ...}`); always present.
+   * The whole event as a JSON object (`{"type": ..., ...}`). Always present, except (ABI
+   * 1.3) when the request set `include_json` to false: then text deltas and reasoning
+   * deltas without a signature, whose `kind` and `text` are the whole event, have it empty.
    */
   const char *json;
   /**
@@ -360,9 +362,9 @@ void mantle_token_free(struct mantle_token *token);
 
 /**
  * Starts a streaming request. `request_json` is the canonical request (OpenAI Chat
- * Completions shaped JSON plus `reasoning`, `headers`, `include_raw`, ...), read during the
- * call only. On success writes the stream handle to `*stream_out`; free it with
- * `mantle_stream_free`. A malformed request fails here; upstream failures arrive later as the
+ * Completions shaped JSON plus `reasoning`, `headers`, `include_raw`, `include_json`, ...),
+ * read during the call only. On success writes the stream handle to `*stream_out`; free it
+ * with `mantle_stream_free`. A malformed request fails here; upstream failures arrive later as the
  * stream's `MANTLE_EVENT_ERROR` event.
  *
  * # Safety

@@ -436,13 +436,15 @@ impl Provider {
     /// failures arrive as the stream's terminal error event.
     pub fn start_stream(&self, request_json: &str) -> Result<StreamHandle, String> {
         let request = CanonicalRequest::parse(request_json)?;
+        let event_json = request.event_json;
         let core = self.core.clone();
         let prepared = self.run_blocking(async move { core.prepare(&request).await });
         let (lane, client) = self.lanes.pick();
-        Ok(match prepared {
+        let handle = match prepared {
             Ok(upstream) => StreamHandle::start(lane, client, upstream),
             Err(e) => StreamHandle::failed(lane, e),
-        })
+        };
+        Ok(handle.with_event_json(event_json))
     }
 }
 

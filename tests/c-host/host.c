@@ -204,6 +204,50 @@ static int abi_compatible(struct mantle_version have, uint32_t major, uint32_t m
   return have.major == major && have.minor >= minor;
 }
 
+/* ABI 1.3: with "include_json": false, text deltas come with an empty (still NUL-terminated)
+   json and every other event keeps its JSON. Returns the text. */
+static char *stream_text_without_json(uint64_t provider) {
+  uint64_t stream = 0;
+  mantle_result r = p_mantle_stream_start(provider,
+      "{\"model\": \"anthropic.claude-opus-4-7\", \"include_json\": false, "
+      "\"messages\": [{\"role\": \"user\", \"content\": \"hello from C without JSON\"}]}",
+      &stream);
+  CHECK(r == MANTLE_OK, "stream_start without json -> %s", p_mantle_result_name(r));
+  if (r != MANTLE_OK) return NULL;
+  size_t cap = 256, len = 0;
+  char *text = malloc(cap);
+  text[0] = '\0';
+  int deltas = 0, done = 0;
+  for (int pulls = 0; pulls < 10000 && !done; pulls++) {
+    mantle_poll poll;
+    struct mantle_event events[8];
+    size_t count = 0;
+    r = p_mantle_stream_next_batch(stream, 5000, events, 8, &count, &poll);
+    CHECK(r == MANTLE_OK && poll != MANTLE_POLL_FINISHED, "stream_next_batch -> %s",
+          p_mantle_result_name(r));
+    if (r != MANTLE_OK || poll == MANTLE_POLL_FINISHED) break;
+    for (size_t i = 0; i < count; i++) {
+      const struct mantle_event *ev = &events[i];
+      if (ev->kind == MANTLE_EVENT_TEXT_DELTA) {
+        deltas++;
+        CHECK(ev->json_len == 0 && ev->json[0] == '\0', "a text delta without json");
+        append(&text, &cap, &len, ev->text, ev->text_len);
+      } else {
+        CHECK(ev->json_len > 0 && ev->json[0] == '{', "event %u keeps its json", (unsigned)ev->kind);
+      }
+      if (ev->kind == MANTLE_EVENT_DONE) {
+        done = 1;
+        CHECK(strstr(ev->json, "\"stop_reason\"") != NULL, "done json: %s", ev->json);
+      }
+      CHECK(ev->kind != MANTLE_EVENT_ERROR, "error event: %.*s", (int)ev->json_len, ev->json);
+    }
+  }
+  CHECK(done && deltas > 0, "a stream of %d deltas ends with DONE", deltas);
+  r = p_mantle_stream_free(stream);
+  CHECK(r == MANTLE_OK, "stream_free -> %s", p_mantle_result_name(r));
+  return text;
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
     fprintf(stderr, "usage: %s LIBRARY BASE_URL API_KEY\n", argv[0]);
@@ -270,6 +314,14 @@ int main(int argc, char **argv) {
         "{\"model\": \"openai.gpt-oss-120b\", \"messages\": [{\"role\": \"user\", \"content\": \"hello from C in batches\"}]}");
     CHECK(text && strcmp(text, "echo: hello from C in batches") == 0, "batch text: %s", text ? text : "(null)");
     printf("batch: %s\n", text ? text : "(null)");
+    free(text);
+  }
+
+  {
+    char *text = stream_text_without_json(provider);
+    CHECK(text && strcmp(text, "echo: hello from C without JSON") == 0, "text without json: %s",
+          text ? text : "(null)");
+    printf("without json: %s\n", text ? text : "(null)");
     free(text);
   }
 

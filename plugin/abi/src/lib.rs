@@ -23,7 +23,7 @@ use abi_stable::{
 /// Major ABI version. Hosts refuse a plugin whose major version differs from theirs.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor ABI version. A plugin with a minor version >= the host's is accepted.
-pub const ABI_MINOR: u32 = 2;
+pub const ABI_MINOR: u32 = 3;
 
 /// Whether a plugin implementing ABI `major.minor` can serve a host built for
 /// [`ABI_MAJOR`].[`ABI_MINOR`]: same major, and at least the host's minor.
@@ -165,7 +165,9 @@ pub struct FfiEvent {
     pub kind: EventKind,
     /// The text delta for text, reasoning and tool-argument events; empty otherwise.
     pub text: RString,
-    /// The whole event as JSON (`{"type": ..., ...}`), always present.
+    /// The whole event as JSON (`{"type": ..., ...}`). Always present, except (ABI 1.3) when
+    /// the request set `include_json` to false: then text deltas and reasoning deltas without
+    /// a signature, whose `kind` and `text` are the whole event, have it empty.
     pub json: RString,
     /// The upstream's raw `data:` payload when the request asked for it; empty otherwise.
     pub raw: RString,

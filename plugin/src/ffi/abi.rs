@@ -79,12 +79,18 @@ extern "C" fn stream_start(provider: u64, request_json: RStr<'_>) -> RResult<u64
     }))
 }
 
-/// Converts a core event into the ABI event.
-pub fn to_ffi_event(e: crate::stream::Emitted) -> Result<FfiEvent, FfiError> {
-    let json = e
-        .event
-        .to_json()
-        .map_err(|err| FfiError::new(mantle_abi::ErrorCode::Internal, err.to_string()))?;
+/// Converts a core event into the ABI event, with its JSON if `json` says it carries it.
+pub fn to_ffi_event(
+    e: crate::stream::Emitted,
+    json: crate::stream::EventJson,
+) -> Result<FfiEvent, FfiError> {
+    let json = if e.event.carries_json(json) {
+        e.event
+            .to_json()
+            .map_err(|err| FfiError::new(mantle_abi::ErrorCode::Internal, err.to_string()))?
+    } else {
+        String::new()
+    };
     let raw = e.raw.as_deref().map(RString::from).unwrap_or_default();
     Ok(FfiEvent {
         kind: e.event.kind(),
@@ -97,8 +103,9 @@ pub fn to_ffi_event(e: crate::stream::Emitted) -> Result<FfiEvent, FfiError> {
 
 extern "C" fn stream_next(stream: u64, timeout_ms: u64) -> RResult<FfiPoll, FfiError> {
     rresult(super::guard("stream_next", || {
-        Ok(match super::stream_next(stream, timeout_ms)? {
-            Poll::Event(e) => FfiPoll::Event(to_ffi_event(e)?),
+        let slot = super::stream_slot(stream)?;
+        Ok(match super::pull(stream, &slot, timeout_ms)? {
+            Poll::Event(e) => FfiPoll::Event(to_ffi_event(e, slot.handle.event_json())?),
             Poll::Pending => FfiPoll::Pending,
             Poll::Finished => FfiPoll::Finished,
         })
@@ -114,9 +121,10 @@ extern "C" fn stream_next_batch(
         let slot = super::stream_slot(stream)?;
         let mut pulled = Vec::new();
         let batch = super::pull_batch(stream, &slot, timeout_ms, max_events as usize, &mut pulled)?;
+        let json = slot.handle.event_json();
         let events = pulled
             .into_iter()
-            .map(to_ffi_event)
+            .map(|e| to_ffi_event(e, json))
             .collect::<Result<RVec<_>, _>>()?;
         Ok(FfiBatch {
             events,

@@ -35,7 +35,7 @@ use crate::{discovery::Outcome, stream::Poll};
 /// The ABI major version described by this header (see `mantle_abi_version`).
 pub const MANTLE_ABI_MAJOR: u32 = 1;
 /// The ABI minor version described by this header.
-pub const MANTLE_ABI_MINOR: u32 = 2;
+pub const MANTLE_ABI_MINOR: u32 = 3;
 const _: () = assert!(
     MANTLE_ABI_MAJOR == mantle_abi::ABI_MAJOR && MANTLE_ABI_MINOR == mantle_abi::ABI_MINOR,
     "the C header's ABI version must equal mantle_abi's"
@@ -173,7 +173,9 @@ pub struct mantle_event {
     pub text: *const c_char,
     /// Length of `text` in bytes.
     pub text_len: usize,
-    /// The whole event as a JSON object (`{"type": ..., ...}`); always present.
+    /// The whole event as a JSON object (`{"type": ..., ...}`). Always present, except (ABI
+    /// 1.3) when the request set `include_json` to false: then text deltas and reasoning
+    /// deltas without a signature, whose `kind` and `text` are the whole event, have it empty.
     pub json: *const c_char,
     /// Length of `json` in bytes.
     pub json_len: usize,
@@ -482,9 +484,9 @@ fn closed_stream_event(reason: &str) -> &'static EventBuffers {
 }
 
 /// Starts a streaming request. `request_json` is the canonical request (OpenAI Chat
-/// Completions shaped JSON plus `reasoning`, `headers`, `include_raw`, ...), read during the
-/// call only. On success writes the stream handle to `*stream_out`; free it with
-/// `mantle_stream_free`. A malformed request fails here; upstream failures arrive later as the
+/// Completions shaped JSON plus `reasoning`, `headers`, `include_raw`, `include_json`, ...),
+/// read during the call only. On success writes the stream handle to `*stream_out`; free it
+/// with `mantle_stream_free`. A malformed request fails here; upstream failures arrive later as the
 /// stream's `MANTLE_EVENT_ERROR` event.
 ///
 /// # Safety
@@ -539,7 +541,7 @@ pub unsafe extern "C" fn mantle_stream_next(
                     closed_stream_event(reason).event(0)
                 } else {
                     buffers
-                        .refill(std::slice::from_ref(&e))
+                        .refill(std::slice::from_ref(&e), slot.handle.event_json())
                         .map_err(json_failed)?;
                     buffers.event(0)
                 };
@@ -620,7 +622,9 @@ pub unsafe extern "C" fn mantle_stream_next_batch(
                         unsafe { events_out.write(event) };
                         (mantle_poll::MANTLE_POLL_EVENT, 1)
                     } else {
-                        buffers.refill(&pulled).map_err(json_failed)?;
+                        buffers
+                            .refill(&pulled, slot.handle.event_json())
+                            .map_err(json_failed)?;
                         for i in 0..buffers.len() {
                             // SAFETY: `i < pulled.len() <= capacity` (the batch is bounded by it),
                             // and the caller promises `capacity` writable events. The pointers

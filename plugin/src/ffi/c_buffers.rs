@@ -9,7 +9,7 @@
 //! event does not hold that memory for its life; so are spans past [`KEEP_EVENTS`] events.
 
 use super::c::{mantle_event, mantle_event_kind};
-use crate::stream::Emitted;
+use crate::stream::{Emitted, EventJson};
 
 /// Arena capacity a stream keeps whatever it pulls next.
 const KEEP_BYTES: usize = 64 * 1024;
@@ -41,16 +41,22 @@ pub(crate) struct EventBuffers {
 }
 
 impl EventBuffers {
-    /// Buffers holding `events` (for the static events that outlive every stream).
+    /// Buffers holding `events`, each with its JSON (for the static events that outlive every
+    /// stream).
     pub(crate) fn of(events: &[Emitted]) -> Result<Self, serde_json::Error> {
         let mut buffers = EventBuffers::default();
-        buffers.refill(events)?;
+        buffers.refill(events, EventJson::Every)?;
         Ok(buffers)
     }
 
-    /// Replaces the buffers' contents with `events`' strings, reusing their capacity. On an
-    /// error (an event that cannot be written as JSON) the buffers hold no event.
-    pub(crate) fn refill(&mut self, events: &[Emitted]) -> Result<(), serde_json::Error> {
+    /// Replaces the buffers' contents with `events`' strings, reusing their capacity; an event
+    /// that does not carry its JSON under `json` gets an empty one. On an error (an event that
+    /// cannot be written as JSON) the buffers hold no event.
+    pub(crate) fn refill(
+        &mut self,
+        events: &[Emitted],
+        json: EventJson,
+    ) -> Result<(), serde_json::Error> {
         self.arena.clear();
         self.events.clear();
         let needed: usize = events
@@ -66,17 +72,19 @@ impl EventBuffers {
         for e in events {
             let text = self.push_str(e.event.text().as_bytes());
             let start = self.arena.len();
-            if let Err(err) = e.event.write_json(&mut self.arena) {
-                self.arena.clear();
-                self.events.clear();
-                return Err(err);
+            if e.event.carries_json(json) {
+                if let Err(err) = e.event.write_json(&mut self.arena) {
+                    self.arena.clear();
+                    self.events.clear();
+                    return Err(err);
+                }
             }
-            let json = self.terminate(start);
+            let json_span = self.terminate(start);
             let raw = self.push_str(e.raw.as_deref().unwrap_or("").as_bytes());
             self.events.push(EventSpans {
                 kind: e.event.kind().into(),
                 text,
-                json,
+                json: json_span,
                 raw,
             });
         }
@@ -202,7 +210,7 @@ mod tests {
         let mut buffers = EventBuffers::of(&batch).unwrap();
         let (arena, spans) = (buffers.arena.as_ptr(), buffers.events.as_ptr());
         for size in [256, 1, 100, 256] {
-            buffers.refill(&batch[..size]).unwrap();
+            buffers.refill(&batch[..size], EventJson::Every).unwrap();
             assert_eq!(buffers.len(), size);
             assert_eq!(buffers.arena.as_ptr(), arena, "batch of {size}");
             assert_eq!(buffers.events.as_ptr(), spans, "batch of {size}");
@@ -226,7 +234,7 @@ mod tests {
             buffers.arena.capacity() > 2 << 20,
             "text and JSON both held"
         );
-        buffers.refill(&[text(7)]).unwrap();
+        buffers.refill(&[text(7)], EventJson::Every).unwrap();
         assert!(
             buffers.arena.capacity() <= KEEP_BYTES,
             "{}",
@@ -241,11 +249,35 @@ mod tests {
             },
             None,
         );
-        buffers.refill(&[mid]).unwrap();
+        buffers.refill(&[mid], EventJson::Every).unwrap();
         let grown = buffers.arena.as_ptr();
-        buffers.refill(&[text(8)]).unwrap();
+        buffers.refill(&[text(8)], EventJson::Every).unwrap();
         assert!(kept < buffers.arena.capacity());
         assert_eq!(buffers.arena.as_ptr(), grown, "at most KEEP_BYTES is kept");
+    }
+
+    #[test]
+    fn text_events_go_without_json_only_when_asked() {
+        let events = vec![
+            text(1),
+            emitted(StreamEvent::ToolCallEnd { index: 2 }, None),
+        ];
+        let mut buffers = EventBuffers::default();
+        buffers.refill(&events, EventJson::NotForText).unwrap();
+        let [text_of, json, raw] = strings(&buffers.event(0));
+        assert_eq!(
+            (text_of.as_str(), json.as_str(), raw.as_str()),
+            ("delta 1 \"quoted\"", "", "{\"raw\":true}")
+        );
+        assert_eq!(
+            strings(&buffers.event(1))[1],
+            r#"{"type":"tool_call_end","index":2}"#
+        );
+        buffers.refill(&events, EventJson::Every).unwrap();
+        assert_eq!(
+            strings(&buffers.event(0))[1],
+            events[0].event.to_json().unwrap()
+        );
     }
 
     #[test]

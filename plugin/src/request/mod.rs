@@ -15,11 +15,12 @@ pub use anthropic::{
 pub use openai::openai_body;
 
 /// Keys of the canonical request that are ours, not OpenAI's; never sent upstream.
-const OWN_KEYS: [&str; 6] = [
+const OWN_KEYS: [&str; 7] = [
     "reasoning",
     "reasoning_budget",
     "headers",
     "include_raw",
+    "include_json",
     "max_retry_delay_ms",
     "timeouts",
 ];
@@ -37,6 +38,8 @@ pub struct CanonicalRequest {
     pub headers: Vec<(String, String)>,
     /// Attach the upstream `data:` payload to each event.
     pub include_raw: bool,
+    /// Which events carry their JSON (`include_json`, default true: every one).
+    pub event_json: crate::stream::EventJson,
     /// Upper bound for one retry delay (and for honouring `retry-after`).
     pub max_retry_delay_ms: u64,
     /// Caller overrides for the first-byte timeout, in ms.
@@ -143,6 +146,11 @@ impl CanonicalRequest {
             .get("include_raw")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let event_json = match body.get("include_json") {
+            None | Some(Value::Null) | Some(Value::Bool(true)) => crate::stream::EventJson::Every,
+            Some(Value::Bool(false)) => crate::stream::EventJson::NotForText,
+            Some(_) => return Err("field `include_json`: expected true or false".into()),
+        };
         let max_retry_delay_ms = match body.get("max_retry_delay_ms") {
             None | Some(Value::Null) => DEFAULT_MAX_RETRY_DELAY_MS,
             Some(v) => v
@@ -186,6 +194,7 @@ impl CanonicalRequest {
             reasoning,
             headers,
             include_raw,
+            event_json,
             max_retry_delay_ms,
             first_byte_timeout_ms,
             idle_timeout_ms,
@@ -265,6 +274,32 @@ mod tests {
                 .unwrap_err()
                 .contains("max_tokens")
         );
+    }
+
+    #[test]
+    fn include_json_is_a_boolean_that_defaults_to_every_event() {
+        use crate::stream::EventJson;
+        let with = |extra: &str| {
+            CanonicalRequest::parse(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#
+            ))
+        };
+        for (extra, policy) in [
+            ("", EventJson::Every),
+            (r#","include_json":null"#, EventJson::Every),
+            (r#","include_json":true"#, EventJson::Every),
+            (r#","include_json":false"#, EventJson::NotForText),
+        ] {
+            let r = with(extra).unwrap();
+            assert_eq!(r.event_json, policy, "{extra}");
+            assert!(!r.upstream_fields().contains_key("include_json"), "{extra}");
+        }
+        for bad in ["0", r#""false""#, "{}"] {
+            assert_eq!(
+                with(&format!(r#","include_json":{bad}"#)).unwrap_err(),
+                "field `include_json`: expected true or false"
+            );
+        }
     }
 
     #[test]

@@ -35,6 +35,18 @@ pub struct Usage {
     pub reasoning: u64,
 }
 
+/// Which events carry their JSON across the ABIs: the request's `include_json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EventJson {
+    /// Every event (the default).
+    #[default]
+    Every,
+    /// Every event but those whose kind and text are the whole event: text deltas, and
+    /// reasoning deltas without a signature. Theirs is empty, which saves writing, handing out
+    /// and freeing one string per token for a host that reads only `kind` and `text`.
+    NotForText,
+}
+
 /// One normalized event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -165,6 +177,21 @@ impl StreamEvent {
         }
     }
 
+    /// Whether this event carries its JSON under `policy` (else its `json` is empty).
+    pub fn carries_json(&self, policy: EventJson) -> bool {
+        match policy {
+            EventJson::Every => true,
+            EventJson::NotForText => !matches!(
+                self,
+                StreamEvent::TextDelta { .. }
+                    | StreamEvent::ReasoningDelta {
+                        signature: None,
+                        ..
+                    }
+            ),
+        }
+    }
+
     /// The ABI kind.
     pub fn kind(&self) -> mantle_abi::EventKind {
         use mantle_abi::EventKind as K;
@@ -223,6 +250,58 @@ mod tests {
                     "{event:?}"
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod json_policy_tests {
+    use super::*;
+
+    #[test]
+    fn only_events_whose_kind_and_text_are_the_whole_event_go_without_json() {
+        let signed = StreamEvent::ReasoningDelta {
+            text: "t".into(),
+            signature: Some("s".into()),
+        };
+        let unsigned = StreamEvent::ReasoningDelta {
+            text: "t".into(),
+            signature: None,
+        };
+        let cases = [
+            (StreamEvent::TextDelta { text: "t".into() }, false),
+            (unsigned, false),
+            (signed, true),
+            (
+                StreamEvent::ToolCallDelta {
+                    index: 1,
+                    arguments: "{".into(),
+                },
+                true,
+            ),
+            (StreamEvent::ToolCallEnd { index: 1 }, true),
+            (
+                StreamEvent::Start {
+                    id: None,
+                    model: None,
+                },
+                true,
+            ),
+            (StreamEvent::Usage(Usage::default()), true),
+            (
+                StreamEvent::Done {
+                    stop_reason: StopReason::Stop,
+                },
+                true,
+            ),
+        ];
+        for (event, carries) in cases {
+            assert!(event.carries_json(EventJson::Every), "{event:?}");
+            assert_eq!(
+                event.carries_json(EventJson::NotForText),
+                carries,
+                "{event:?}"
+            );
         }
     }
 }

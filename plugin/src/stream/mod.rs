@@ -32,7 +32,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use queue::{EventQueue, Input, ProducerGuard};
 
-pub use events::{Emitted, StopReason, StreamEvent, Usage};
+pub use events::{Emitted, EventJson, StopReason, StreamEvent, Usage};
 pub use queue::{Batch, PullBusy};
 
 use crate::{
@@ -171,6 +171,8 @@ pub trait Spawner {
 pub struct StreamHandle {
     queue: Arc<EventQueue>,
     task: tokio::task::AbortHandle,
+    /// Which of its events the ABIs hand out with their JSON (the request's `include_json`).
+    event_json: EventJson,
 }
 
 impl std::fmt::Debug for StreamHandle {
@@ -193,7 +195,11 @@ impl StreamHandle {
     ) -> Self {
         let queue = Arc::new(EventQueue::default());
         let task = runtime.spawn_stream(run(client, request, ProducerGuard(queue.clone())));
-        StreamHandle { queue, task }
+        StreamHandle {
+            queue,
+            task,
+            event_json: EventJson::Every,
+        }
     }
 
     /// A stream that yields one error and finishes (request rejected before sending).
@@ -203,7 +209,22 @@ impl StreamHandle {
         let task = runtime.spawn_stream(async move {
             let _ = guard.0.push_event(Emitted::error(error)).await;
         });
-        StreamHandle { queue, task }
+        StreamHandle {
+            queue,
+            task,
+            event_json: EventJson::Every,
+        }
+    }
+
+    /// The stream with `policy` for which events carry their JSON.
+    pub fn with_event_json(mut self, policy: EventJson) -> Self {
+        self.event_json = policy;
+        self
+    }
+
+    /// Which events the ABIs hand out with their JSON.
+    pub fn event_json(&self) -> EventJson {
+        self.event_json
     }
 
     /// Pulls the next event, waiting at most `timeout` (zero: do not wait). Never enters a

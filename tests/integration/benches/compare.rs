@@ -2,14 +2,16 @@
 //! (issue #13). Every figure that matters is a ratio of two numbers measured side by side here:
 //! absolute times on a shared 2-core machine are noise.
 //!
-//! Four readers of the same streams:
+//! Five readers of the same streams (the plugin also with its default lanes):
 //! - `raw`: reqwest, bytes only (the transport limit);
 //! - `direct`: reqwest + one `serde_json::Value` per `data:` line (what a gateway calling Mantle
 //!   itself would do at least);
 //! - `plugin`: the release cdylib through host-shim, `Stream::next_batch_with` (up to 256 events per
 //!   ABI crossing);
 //! - `c-api`: the same library through its C API, `mantle_stream_next_batch` into an array of
-//!   256 events ([`c_api`]), as a C gateway would.
+//!   256 events ([`c_api`]), as a C gateway would;
+//! - `plugin-no-json`: host-shim again, the request setting `include_json: false` (text deltas
+//!   without their JSON), as a gateway that writes its own output from `kind` and `text` would.
 //!
 //! Two upstreams: `memory` (a loopback server that writes a precomputed body at once: memory
 //! speed) and `local` (the local Mantle-compatible server). Every surface: openai-completions,
@@ -242,7 +244,14 @@ impl Run {
 }
 
 /// The events/s table's readers, in the order each round runs them.
-const READERS: [&str; 5] = ["raw", "direct", "plugin", "plugin-default", "c-api"];
+const READERS: [&str; 6] = [
+    "raw",
+    "direct",
+    "plugin",
+    "plugin-default",
+    "c-api",
+    "plugin-no-json",
+];
 
 /// How many interleaved rounds each events/s row measures.
 fn throughput_rounds(quick: bool) -> usize {
@@ -364,8 +373,8 @@ async fn read_direct(client: &reqwest::Client, url: &str, body: String, parse: b
 /// through the C API.
 #[derive(Clone, Copy)]
 enum Job<'env> {
-    Shim(&'env Provider),
-    C(&'env c_api::CApi, u64),
+    Shim(&'env Provider, &'env str),
+    C(&'env c_api::CApi, u64, &'env std::ffi::CStr),
 }
 
 /// The plugin readers' host threads for one row: `n` threads that live as long as the row, as a
@@ -379,24 +388,18 @@ struct HostThreads<'env> {
 }
 
 impl<'env> HostThreads<'env> {
-    /// Starts `n` threads in `scope` that read `request` whenever they are handed a job.
-    fn start<'scope>(
-        scope: &'scope std::thread::Scope<'scope, 'env>,
-        n: usize,
-        request: &'env str,
-    ) -> Self {
+    /// Starts `n` threads in `scope` that read a stream whenever they are handed a job.
+    fn start<'scope>(scope: &'scope std::thread::Scope<'scope, 'env>, n: usize) -> Self {
         let (finished, done) = std::sync::mpsc::channel();
-        let c_request = std::ffi::CString::new(request).unwrap();
         let jobs = (0..n)
             .map(|_| {
                 let (job, jobs) = std::sync::mpsc::channel::<Job<'env>>();
                 let finished = finished.clone();
-                let c_request = c_request.clone();
                 scope.spawn(move || {
                     for job in jobs {
                         let deltas = match job {
-                            Job::Shim(provider) => read_plugin(provider, request),
-                            Job::C(api, provider) => api.read(provider, &c_request),
+                            Job::Shim(provider, request) => read_plugin(provider, request),
+                            Job::C(api, provider, request) => api.read(provider, request),
                         };
                         finished.send(deltas).unwrap();
                     }
@@ -802,7 +805,7 @@ fn main() {
     let only_upstream = value_of("--upstream");
     // `--latency-only`: the time-to-first-text table alone.
     let latency_only = args.iter().any(|a| a == "--latency-only");
-    // `--reader R` (raw, direct, plugin, plugin-default or c-api) runs one reader alone (for a
+    // `--reader R` (raw, direct, plugin, plugin-default, c-api or plugin-no-json) runs one reader alone (for a
     // profiler or `strace -c`); the columns of the others show 0.
     let only_reader = value_of("--reader");
     // `--rounds N`: rounds per events/s row (default 9, 1 with `--quick`): a long run of one
@@ -906,8 +909,10 @@ fn main() {
         Vec::new()
     } else {
         println!();
-        println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct (lowest-highest round) | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers | C API/direct (lowest-highest round) | CPU ns/event C API |");
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("| upstream | surface | streams | raw bytes-only lines/s | direct events/s | plugin text deltas/s | plugin/direct (lowest-highest round) | CPU ns/event direct | CPU ns/event plugin | plugin/direct, default workers | C API/direct (lowest-highest round) | CPU ns/event C API | plugin, include_json false/direct | CPU ns/event plugin, include_json false |");
+        println!(
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
         let mut upstreams = Vec::new();
         if let Some(memory) = &memory {
             upstreams.push(("memory", memory.origin()));
@@ -934,6 +939,13 @@ fn main() {
                 &local_text
             };
             let request = common::request(model, prompt).to_string();
+            let c_request = std::ffi::CString::new(request.as_str()).unwrap();
+            // What a gateway that writes its own output from `kind` and `text` asks for.
+            let no_json_request = {
+                let mut r = common::request(model, prompt);
+                r["include_json"] = json!(false);
+                r.to_string()
+            };
             let body = request_body(model, prompt, surface);
             let url = format!("{origin}{path}");
             // Both upstreams at every level up to the core count (N streams, N host threads).
@@ -953,14 +965,15 @@ fn main() {
                 };
                 // The host's pulling threads live as long as the row (as a gateway's do).
                 let rounds = std::thread::scope(|scope| {
-                    let host = HostThreads::start(scope, c, &request);
+                    let host = HostThreads::start(scope, c);
                     let read_with = |reader: usize| match READERS[reader] {
                         name if !runs(name) => skipped,
                         "raw" => direct(&runtime, &client, &url, &body, c, false),
                         "direct" => direct(&runtime, &client, &url, &body, c, true),
-                        "plugin" => host.read(Job::Shim(&provider)),
-                        "plugin-default" => host.read(Job::Shim(&default_workers)),
-                        _ => host.read(Job::C(&c_api, c_provider)),
+                        "plugin" => host.read(Job::Shim(&provider, &request)),
+                        "plugin-default" => host.read(Job::Shim(&default_workers, &request)),
+                        "c-api" => host.read(Job::C(&c_api, c_provider, &c_request)),
+                        _ => host.read(Job::Shim(&provider, &no_json_request)),
                     };
                     // Warm every path (connections, allocator, threads) before measuring.
                     for reader in 1..READERS.len() {
@@ -981,15 +994,17 @@ fn main() {
                 let (ratio_default, ..) = paired_ratios(&rounds[3], &rounds[1]);
                 c_api.close(c_provider);
                 let (ratio_c, lowest_c, highest_c) = paired_ratios(&rounds[4], &rounds[1]);
-                let [raw, d, p, _, c_reader] = rounds.map(median_run);
+                let (ratio_no_json, ..) = paired_ratios(&rounds[5], &rounds[1]);
+                let [raw, d, p, _, c_reader, no_json] = rounds.map(median_run);
                 println!(
-                    "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {ratio:.2} ({lowest:.2}-{highest:.2}) | {:.0} | {:.0} | {ratio_default:.2} | {ratio_c:.2} ({lowest_c:.2}-{highest_c:.2}) | {:.0} |",
+                    "| {upstream} | {surface} | {c} | {:.0} | {:.0} | {:.0} | {ratio:.2} ({lowest:.2}-{highest:.2}) | {:.0} | {:.0} | {ratio_default:.2} | {ratio_c:.2} ({lowest_c:.2}-{highest_c:.2}) | {:.0} | {ratio_no_json:.2} | {:.0} |",
                     raw.per_second(),
                     d.per_second(),
                     p.per_second(),
                     d.cpu_ns_per_event(),
                     p.cpu_ns_per_event(),
                     c_reader.cpu_ns_per_event(),
+                    no_json.cpu_ns_per_event(),
                 );
             }
         }

@@ -62,6 +62,10 @@ fn assert_host_passed(out: &Output, language: &str) {
         stdout.contains("batch: echo: hello from C in batches"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("without json: echo: hello from C without JSON"),
+        "{stdout}"
+    );
     assert!(stdout.contains("error paths: ok"), "{stdout}");
     assert!(stdout.trim_end().ends_with("all checks passed"), "{stdout}");
 }

@@ -181,6 +181,91 @@ fn raw_payload_is_attached_on_request() {
     assert!(plain.iter().all(|e| e.raw.is_empty()));
 }
 
+#[test]
+fn include_json_false_leaves_only_text_and_unsigned_reasoning_without_json() {
+    let server = MockMantle::start(None).unwrap();
+    let provider = provider_for(&server, "k");
+    for model in ["openai.gpt-oss-120b", "anthropic.claude-opus-4-7"] {
+        server.push_reasoning_and_tool_streams();
+        server.push_reasoning_and_tool_streams();
+        let every = run_stream(&provider, &request(model, "x"));
+        let mut lean_request = request(model, "x");
+        lean_request["include_json"] = json!(false);
+        let lean = run_stream(&provider, &lean_request);
+        assert_eq!(lean.len(), every.len(), "{model}");
+        let mut without = 0;
+        for (lean, every) in lean.iter().zip(&every) {
+            assert_eq!(
+                (lean.kind, &lean.text),
+                (every.kind, &every.text),
+                "{model}"
+            );
+            let value = every.value();
+            let whole_in_text = every.kind == EventKind::TextDelta
+                || (every.kind == EventKind::ReasoningDelta && value.get("signature").is_none());
+            if whole_in_text {
+                without += 1;
+                assert_eq!(lean.json, "", "{model}: {value}");
+            } else if every.kind != EventKind::Start {
+                assert_eq!(lean.value(), value, "{model}");
+            }
+        }
+        assert!(
+            lean.iter().any(|e| e.kind == EventKind::TextDelta)
+                && lean
+                    .iter()
+                    .any(|e| e.kind == EventKind::ReasoningDelta && e.json.is_empty()),
+            "{model}: {without} events without JSON"
+        );
+        let sent = server.requests_to(match model {
+            "openai.gpt-oss-120b" => "/v1/chat/completions",
+            _ => "/anthropic/v1/messages",
+        });
+        assert!(sent.iter().all(|r| r.json().get("include_json").is_none()));
+    }
+    let anthropic = run_stream(&provider, &{
+        server.push_reasoning_and_tool_streams();
+        let mut r = request("anthropic.claude-opus-4-7", "x");
+        r["include_json"] = json!(false);
+        r
+    });
+    let signed = anthropic
+        .iter()
+        .find(|e| e.kind == EventKind::ReasoningDelta && !e.json.is_empty())
+        .expect("the signature's reasoning delta keeps its JSON");
+    assert_eq!(signed.value()["signature"], "sig==");
+    let bad = {
+        let mut r = request("openai.gpt-oss-120b", "x");
+        r["include_json"] = json!("no");
+        provider.stream(&r.to_string()).unwrap_err()
+    };
+    assert_eq!(
+        bad.message.as_str(),
+        "field `include_json`: expected true or false"
+    );
+    // Batch pulls (ABI 1.2) follow the stream's choice too (on the OpenAI route, whose
+    // reasoning deltas have no signature).
+    server.push_reasoning_and_tool_streams();
+    let mut r = request("openai.gpt-oss-120b", "batch");
+    r["include_json"] = json!(false);
+    let mut stream = provider.stream(&r.to_string()).unwrap();
+    let mut seen = Vec::new();
+    while seen.last() != Some(&EventKind::Done) {
+        stream
+            .next_batch_with(Duration::from_secs(10), 64, |e| {
+                let whole_in_text =
+                    matches!(e.kind, EventKind::TextDelta | EventKind::ReasoningDelta);
+                assert_eq!(e.json.is_empty(), whole_in_text, "{e:?}");
+                seen.push(e.kind);
+            })
+            .unwrap();
+    }
+    assert!(
+        seen.contains(&EventKind::TextDelta) && seen.contains(&EventKind::ToolCallStart),
+        "{seen:?}"
+    );
+}
+
 fn error_of(events: &[Event]) -> Value {
     let t = terminal(events);
     assert_eq!(t.kind, EventKind::Error, "{events:?}");
