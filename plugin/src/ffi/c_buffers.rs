@@ -4,18 +4,20 @@
 //! NUL-terminated), written in order; each event's spans say where its strings are. The arena
 //! and the spans keep their capacity from pull to pull, so once a stream has pulled a batch
 //! as big as its next one, a pull allocates nothing here (the text of each event still comes
-//! from the decoder). An arena that grew past [`KEEP_BYTES`] for one big batch is given back
-//! when a later batch needs less than a quarter of it, so a stream that once pulled a large
-//! event does not hold that memory for its life; so are spans past [`KEEP_EVENTS`] events.
+//! from the decoder). An arena that grew past [`KEEP_BYTES`] for a big batch is given back
+//! when a later pull needs less than a quarter of it, so a stream that once pulled a burst or
+//! a large event does not hold that memory while it trickles or waits; so are spans past
+//! [`KEEP_EVENTS`] events. Between pulls a stream so holds what its last pull handed out, as
+//! before this arena, give or take the arena's growth (less than 4 times that).
 
 use super::c::{mantle_event, mantle_event_kind};
 use crate::stream::{Emitted, EventJson};
 
 /// Arena capacity a stream keeps whatever it pulls next.
-const KEEP_BYTES: usize = 64 * 1024;
+const KEEP_BYTES: usize = 4 * 1024;
 
-/// Spans a stream keeps whatever it pulls next (the host-shim reader's batch size).
-const KEEP_EVENTS: usize = 256;
+/// Spans a stream keeps whatever it pulls next.
+const KEEP_EVENTS: usize = 64;
 
 /// Where one string of an event lies in the arena: `len` bytes from `start`, then a NUL.
 #[derive(Clone, Copy)]
@@ -209,7 +211,7 @@ mod tests {
         let batch: Vec<_> = (0..256).map(text).collect();
         let mut buffers = EventBuffers::of(&batch).unwrap();
         let (arena, spans) = (buffers.arena.as_ptr(), buffers.events.as_ptr());
-        for size in [256, 1, 100, 256] {
+        for size in [256, 200, 256, 255] {
             buffers.refill(&batch[..size], EventJson::Every).unwrap();
             assert_eq!(buffers.len(), size);
             assert_eq!(buffers.arena.as_ptr(), arena, "batch of {size}");
@@ -245,7 +247,7 @@ mod tests {
         let kept = buffers.arena.capacity();
         let mid = emitted(
             StreamEvent::TextDelta {
-                text: "y".repeat(KEEP_BYTES / 4),
+                text: "y".repeat(KEEP_BYTES / 8),
             },
             None,
         );
@@ -254,6 +256,18 @@ mod tests {
         buffers.refill(&[text(8)], EventJson::Every).unwrap();
         assert!(kept < buffers.arena.capacity());
         assert_eq!(buffers.arena.as_ptr(), grown, "at most KEEP_BYTES is kept");
+    }
+
+    #[test]
+    fn a_burst_is_given_back_by_the_next_small_pull() {
+        let burst: Vec<_> = (0..1024).map(text).collect();
+        let mut buffers = EventBuffers::of(&burst).unwrap();
+        assert!(buffers.arena.capacity() > 16 * KEEP_BYTES);
+        assert!(buffers.events.capacity() >= 1024);
+        buffers.refill(&burst[..1], EventJson::Every).unwrap();
+        assert!(buffers.arena.capacity() <= KEEP_BYTES);
+        assert!(buffers.events.capacity() <= KEEP_EVENTS);
+        assert_eq!(strings(&buffers.event(0))[0], "delta 0 \"quoted\"");
     }
 
     #[test]
