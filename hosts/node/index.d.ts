@@ -49,7 +49,11 @@ export interface StreamEvent {
   kindName: keyof typeof EventKind;
   /** Text delta for text, reasoning and tool-argument events; "" otherwise. */
   text: string;
-  /** The whole event as a JSON object ({type, ...}). */
+  /**
+   * The whole event as a JSON object ({type, ...}). With include_json: false the library sends
+   * none for text and unsigned reasoning deltas; this module then makes {type, text} from the
+   * kind and text.
+   */
   json: { type: string; [key: string]: unknown };
   /** The upstream's raw payload when the request set include_raw; "" otherwise. */
   raw: string;

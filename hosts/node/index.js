@@ -51,6 +51,16 @@ const Poll = Object.freeze({ EVENT: 0, PENDING: 1, FINISHED: 2 });
 
 const KIND_NAMES = Object.fromEntries(Object.entries(EventKind).map(([k, v]) => [v, k]));
 
+/**
+ * The JSON of an event the library handed out without it (`include_json: false`: text and
+ * unsigned reasoning deltas, whose kind and text are the whole event).
+ */
+function textOnlyJson(kind, text) {
+  if (kind === EventKind.TEXT_DELTA) return { type: 'text_delta', text };
+  if (kind === EventKind.REASONING_DELTA) return { type: 'reasoning_delta', text };
+  throw new Error(`event ${KIND_NAMES[kind]} has no JSON`);
+}
+
 /** A C API call failed: `code` is the mantle_result, `message` mantle_last_error(). */
 class MantleError extends Error {
   constructor(fn, code, codeName, message) {
@@ -270,11 +280,12 @@ class Stream {
       this.finished = true;
       return null;
     }
+    const text = decode(ev.text, ev.text_len);
     const event = {
       kind: ev.kind,
       kindName: KIND_NAMES[ev.kind],
-      text: decode(ev.text, ev.text_len),
-      json: JSON.parse(decode(ev.json, ev.json_len)),
+      text,
+      json: ev.json_len ? JSON.parse(decode(ev.json, ev.json_len)) : textOnlyJson(ev.kind, text),
       raw: decode(ev.raw, ev.raw_len),
     };
     if (ev.kind === EventKind.DONE || ev.kind === EventKind.ERROR) this.finished = true;

@@ -139,6 +139,16 @@ class StreamFailed(Exception):
         super().__init__(f"{self.kind}: {event.json.get('message', '')}")
 
 
+def _text_only_json(kind: EventKind, text: str) -> Dict[str, Any]:
+    """The JSON of an event the library handed out without it (``include_json: false``: text
+    and unsigned reasoning deltas, whose kind and text are the whole event)."""
+    if kind == EventKind.TEXT_DELTA:
+        return {"type": "text_delta", "text": text}
+    if kind == EventKind.REASONING_DELTA:
+        return {"type": "reasoning_delta", "text": text}
+    raise MantleError("mantle_stream_next", Result.INTERNAL, f"event {kind.name} has no JSON")
+
+
 @dataclass(frozen=True)
 class Event:
     """One stream event, copied out of the library's buffers."""
@@ -146,7 +156,9 @@ class Event:
     kind: EventKind
     #: Text delta for text, reasoning and tool-argument events; "" otherwise.
     text: str
-    #: The whole event as a JSON object (``{"type": ..., ...}``).
+    #: The whole event as a JSON object (``{"type": ..., ...}``). With ``include_json: false``
+    #: the library sends none for text and unsigned reasoning deltas; this module then makes
+    #: ``{"type", "text"}`` from the kind and text.
     json: Dict[str, Any]
     #: The upstream's raw payload when the request set ``include_raw``; "" otherwise.
     raw: str = ""
@@ -358,10 +370,16 @@ class Stream:
             self.finished = True
             return None
         # Copy out now: the buffers are valid only until the next pull on this stream.
+        kind = EventKind(ev.kind)
+        text = C.string_at(ev.text, ev.text_len).decode(errors="replace")
         event = Event(
-            kind=EventKind(ev.kind),
-            text=C.string_at(ev.text, ev.text_len).decode(errors="replace"),
-            json=json.loads(C.string_at(ev.json, ev.json_len).decode()),
+            kind=kind,
+            text=text,
+            json=(
+                json.loads(C.string_at(ev.json, ev.json_len).decode())
+                if ev.json_len
+                else _text_only_json(kind, text)
+            ),
             raw=C.string_at(ev.raw, ev.raw_len).decode(errors="replace") if ev.raw_len else "",
         )
         if event.kind.terminal:

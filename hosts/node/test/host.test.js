@@ -113,6 +113,26 @@ test('reasoning and tool calls arrive as their own events', async () => {
   provider.close();
 });
 
+test('include_json false: the same events, text ones without JSON from the library', async () => {
+  const provider = lib.provider('', config(mock));
+  try {
+    const request = { ...ask('openai.gpt-oss-120b', 'Oslo'), reasoning: 'high' };
+    const every = [];
+    for await (const e of provider.stream(request)) every.push(e);
+    const lean = [];
+    for await (const e of provider.stream({ ...request, include_json: false })) lean.push(e);
+    const kinds = new Set(lean.map((e) => e.kind));
+    assert.ok(kinds.has(EventKind.TEXT_DELTA) && kinds.has(EventKind.REASONING_DELTA) && kinds.has(EventKind.USAGE));
+    // The module makes {type, text} for the events the library sent without JSON.
+    assert.deepEqual(
+      lean.filter((e) => e.kind !== EventKind.START),
+      every.filter((e) => e.kind !== EventKind.START),
+    );
+  } finally {
+    provider.close();
+  }
+});
+
 test('break cancels: the stream is freed and its handle invalid', async () => {
   const slow = await startMock(50);
   const provider = lib.provider('', config(slow));

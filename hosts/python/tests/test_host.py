@@ -89,6 +89,19 @@ def test_streams_both_routes_with_exactly_one_terminal_event(lib: Library, mock,
         assert len(usage) == 1 and usage[0]["output"] > 0
 
 
+def test_include_json_false_gives_the_same_events(lib: Library, mock) -> None:
+    request = {**ask("openai.gpt-oss-120b", "Oslo"), "reasoning": "high"}
+    with lib.provider(provider_config=config(mock)) as provider:
+        with provider.stream(request) as stream:
+            every = [e for e in stream if e.kind != EventKind.START]
+        with provider.stream({**request, "include_json": False}) as stream:
+            lean = [e for e in stream if e.kind != EventKind.START]
+    kinds = {e.kind for e in lean}
+    assert {EventKind.TEXT_DELTA, EventKind.REASONING_DELTA, EventKind.USAGE} <= kinds
+    # The module makes {"type", "text"} for the events the library sent without JSON.
+    assert lean == every
+
+
 def test_a_freed_stream_is_an_invalid_handle(lib: Library, mock) -> None:
     with lib.provider(provider_config=config(mock)) as provider:
         stream = provider.stream(ask("openai.gpt-oss-120b", "x"))
