@@ -731,9 +731,16 @@ impl Event {
         }
     }
 
-    /// The JSON parsed.
+    /// The JSON parsed. A text or reasoning delta the plugin handed out without its JSON
+    /// (the request set `include_json: false`) gets `{"type", "text"}` from its kind and text,
+    /// which is all that event is.
     pub fn value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.json).unwrap_or(serde_json::Value::Null)
+        let text_only = |kind: &str| serde_json::json!({"type": kind, "text": self.text});
+        match self.kind {
+            EventKind::TextDelta if self.json.is_empty() => text_only("text_delta"),
+            EventKind::ReasoningDelta if self.json.is_empty() => text_only("reasoning_delta"),
+            _ => serde_json::from_str(&self.json).unwrap_or(serde_json::Value::Null),
+        }
     }
 }
 
