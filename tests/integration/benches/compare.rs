@@ -374,7 +374,7 @@ async fn read_direct(client: &reqwest::Client, url: &str, body: String, parse: b
 #[derive(Clone, Copy)]
 enum Job<'env> {
     Shim(&'env Provider, &'env str),
-    C(&'env c_api::CApi, u64, &'env std::ffi::CStr),
+    C(&'env common::c_api::CApi, u64, &'env std::ffi::CStr),
 }
 
 /// The plugin readers' host threads for one row: `n` threads that live as long as the row, as a
@@ -399,7 +399,7 @@ impl<'env> HostThreads<'env> {
                     for job in jobs {
                         let deltas = match job {
                             Job::Shim(provider, request) => read_plugin(provider, request),
-                            Job::C(api, provider, request) => api.read(provider, request),
+                            Job::C(api, provider, request) => c_api::read(api, provider, request),
                         };
                         finished.send(deltas).unwrap();
                     }
@@ -874,7 +874,7 @@ fn main() {
 
     let plugin = Plugin::load(&plugin_file).unwrap();
     let c_api_dir = common::tempdir();
-    let c_api = c_api::CApi::load(&plugin_file, &c_api_dir);
+    let c_api = common::c_api::CApi::load(&plugin_file, &c_api_dir.join("c-api-reader.so"));
     let n = memory_deltas(quick);
     let text = "x".repeat(n);
     // The memory upstream's bodies take a while to build: only when its rows run.
@@ -992,7 +992,7 @@ fn main() {
                 });
                 let (ratio, lowest, highest) = paired_ratios(&rounds[2], &rounds[1]);
                 let (ratio_default, ..) = paired_ratios(&rounds[3], &rounds[1]);
-                c_api.close(c_provider);
+                c_api.close_provider(c_provider);
                 let (ratio_c, lowest_c, highest_c) = paired_ratios(&rounds[4], &rounds[1]);
                 let (ratio_no_json, ..) = paired_ratios(&rounds[5], &rounds[1]);
                 let [raw, d, p, _, c_reader, no_json] = rounds.map(median_run);

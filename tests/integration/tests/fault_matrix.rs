@@ -8,12 +8,12 @@
 
 mod common;
 
-use std::{
-    ffi::{c_char, CStr, CString},
-    time::Duration,
-};
+use std::{ffi::CString, time::Duration};
 
-use common::raw;
+use common::{
+    c_api::{CApi, CEvent},
+    raw,
+};
 use mantle_abi::EventKind;
 use mantle_mock_server::{
     anthropic_event, anthropic_text_stream, openai_text_stream, sse_data, MockMantle, Reply, Route,
@@ -255,71 +255,7 @@ fn check(name: &str, api: &str, events: &[(EventKind, String, Value)], expect: &
 // ---------------------------------------------------------------------------------------------
 // The C API, from a separately dlopened copy of the library.
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CEvent {
-    kind: u32,
-    text: *const c_char,
-    text_len: usize,
-    json: *const c_char,
-    json_len: usize,
-    raw: *const c_char,
-    raw_len: usize,
-}
-
-struct CApi {
-    _lib: libloading::Library,
-    create: unsafe extern "C" fn(*const c_char, *const c_char, *mut u64) -> u32,
-    close: unsafe extern "C" fn(u64) -> u32,
-    start: unsafe extern "C" fn(u64, *const c_char, *mut u64) -> u32,
-    next: unsafe extern "C" fn(u64, u64, *mut u32, *mut CEvent) -> u32,
-    next_batch: unsafe extern "C" fn(u64, u64, *mut CEvent, usize, *mut usize, *mut u32) -> u32,
-    free: unsafe extern "C" fn(u64) -> u32,
-    last_error: unsafe extern "C" fn() -> *const c_char,
-}
-
 impl CApi {
-    fn load() -> CApi {
-        let copy = common::tempdir().join("c-api-copy.so");
-        std::fs::copy(common::plugin_path(), &copy).unwrap();
-        // SAFETY: the plugin library; its initialisers are safe to run, and the symbols below
-        // have exactly these signatures (include/mantle_provider.h).
-        unsafe {
-            let lib = libloading::Library::new(&copy).unwrap();
-            macro_rules! sym {
-                ($name:literal) => {
-                    *lib.get($name).unwrap()
-                };
-            }
-            CApi {
-                create: sym!(b"mantle_provider_create"),
-                close: sym!(b"mantle_provider_close"),
-                start: sym!(b"mantle_stream_start"),
-                next: sym!(b"mantle_stream_next"),
-                next_batch: sym!(b"mantle_stream_next_batch"),
-                free: sym!(b"mantle_stream_free"),
-                last_error: sym!(b"mantle_last_error"),
-                _lib: lib,
-            }
-        }
-    }
-
-    fn error(&self) -> String {
-        // SAFETY: a NUL-terminated per-thread string owned by the library.
-        unsafe { CStr::from_ptr((self.last_error)()) }
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    fn provider(&self, cfg: &str) -> u64 {
-        let (empty, cfg) = (CString::new("").unwrap(), CString::new(cfg).unwrap());
-        let mut id = 0;
-        // SAFETY: NUL-terminated inputs, a writable out pointer.
-        let rc = unsafe { (self.create)(empty.as_ptr(), cfg.as_ptr(), &mut id) };
-        assert_eq!(rc, 0, "{}", self.error());
-        id
-    }
-
     /// Pulls a stream to `FINISHED` (twice); returns the events with their buffers copied.
     fn drain(&self, provider: u64, request: &str) -> Vec<(EventKind, String, Value)> {
         let request = CString::new(request).unwrap();
@@ -456,12 +392,15 @@ impl CApi {
 #[test]
 fn every_fault_on_every_route_through_both_abis_ends_with_exactly_one_terminal_event() {
     let server = MockMantle::start(None).unwrap();
-    let c_api = CApi::load();
+    let c_api = CApi::load(
+        &common::plugin_path(),
+        &common::tempdir().join("c-api-copy.so"),
+    );
     raw::module(); // the Rust ABI copy is loaded before the baseline too
     let baseline = common::thread_count();
     let cfg = json!({"baseUrl": server.base_url(), "apiKey": "k"}).to_string();
     let rust_provider = raw::provider_create("", &cfg).unwrap();
-    let c_provider = c_api.provider(&cfg);
+    let c_provider = c_api.provider("", &cfg);
 
     for fault in faults() {
         for (route, model) in ROUTES {
@@ -506,8 +445,7 @@ fn every_fault_on_every_route_through_both_abis_ends_with_exactly_one_terminal_e
     }
 
     raw::provider_close(rust_provider);
-    // SAFETY: a handle this library gave out, closed once.
-    assert_eq!(unsafe { (c_api.close)(c_provider) }, 0);
+    c_api.close_provider(c_provider);
     let left = common::wait_threads_at_most(baseline, Duration::from_secs(10));
     assert!(
         left <= baseline,

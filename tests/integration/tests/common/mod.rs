@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod c_api;
 pub mod external;
 
 use std::{
