@@ -486,8 +486,8 @@ fn closed_stream_event(reason: &str) -> &'static EventBuffers {
 /// Starts a streaming request. `request_json` is the canonical request (OpenAI Chat
 /// Completions shaped JSON plus `reasoning`, `headers`, `include_raw`, `include_json`, ...),
 /// read during the call only. On success writes the stream handle to `*stream_out`; free it
-/// with `mantle_stream_free`. A malformed request fails here; upstream failures arrive later as the
-/// stream's `MANTLE_EVENT_ERROR` event.
+/// with `mantle_stream_free`. A malformed request fails here; upstream failures arrive later
+/// as the stream's `MANTLE_EVENT_ERROR` event.
 ///
 /// # Safety
 /// `request_json` is NULL or NUL-terminated; `stream_out` is NULL or writable.
